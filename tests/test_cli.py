@@ -1,0 +1,79 @@
+"""The CLI shell: help, version, exit codes, one-line errors, no torch on --help."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vpcli.cli.app import main
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_help_lists_every_subcommand(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0
+    for name in ("segment", "flow", "train", "predict", "eval", "weights", "data"):
+        assert name in out
+
+
+@pytest.mark.parametrize("cmd", ["segment", "flow", "train", "predict", "eval", "weights", "data"])
+def test_every_command_has_help_with_an_example(capsys, cmd):
+    code, out, _ = run_main(capsys, cmd, "--help")
+    assert code == 0
+    assert "vpcli" in out and ("Example" in out or "example" in out)
+
+
+def test_version(capsys):
+    from vpcli import __version__
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and out.strip() == f"vpcli {__version__}"
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["predict", "clip.mp4"], "prediction engine"),
+    (["segment", "clip.mp4"], "segmentation engine"),
+    (["flow", "clip.mp4"], "optical-flow engine"),
+    (["train", "--method", "slamp", "--data", "synthetic:moving-digits"], "training engine"),
+    (["eval", "--pred", "a", "--gt", "b"], "evaluation engine"),
+])
+def test_missing_engines_exit_2_with_one_line(capsys, argv, what):
+    code, out, err = run_main(capsys, *argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and what in lines[0]
+    assert "Traceback" not in err
+
+
+def test_usage_error_exits_2(capsys):
+    code, _, err = run_main(capsys, "predict", "clip.mp4", "--horizon", "zero")
+    assert code == 2 and "horizon" in err
+
+
+def test_unknown_command_exits_2(capsys):
+    code, _, err = run_main(capsys, "frobnicate")
+    assert code == 2 and "frobnicate" in err
+
+
+def test_debug_shows_traceback_anywhere_on_the_line(capsys, monkeypatch):
+    monkeypatch.delenv("VPCLI_DEBUG", raising=False)
+    code, _, err = run_main(capsys, "predict", "clip.mp4", "--debug")
+    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_module_entry_point_and_help_do_not_import_torch():
+    code = ("import sys, runpy; sys.argv=['vpcli','--help'];\n"
+            "try:\n    runpy.run_module('vpcli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'torch' not in sys.modules, 'vpcli --help imported torch'\n"
+            "print('OK')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("OK")
