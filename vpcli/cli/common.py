@@ -86,12 +86,13 @@ def run_per_input(items: list[T], fn: Callable[[T], dict[str, Any]], *, as_json:
         except VpcliError as e:
             failed.append((name(item), str(e)))
             record = {"input": name(item), "ok": False, "error": str(e)}
-            sys.stderr.write(f"error: {name(item)}: {e}\n")
+            where = "" if name(item) in str(e) else f"{name(item)}: "  # most messages name the file already
+            sys.stderr.write(f"error: {where}{e}\n")
         if as_json:
             emit_json(record)
     if failed:
         sys.stderr.write(f"{len(failed)} of {len(items)} inputs failed:\n")
-        for n, msg in failed:
-            sys.stderr.write(f"  {n}: {msg}\n")
+        for n, _ in failed:
+            sys.stderr.write(f"  {n}\n")
         return 1
     return 0

@@ -1,0 +1,1 @@
+"""Shared layers only (ConvLSTM, warping, encoders, ...); models live in vpcli.predictors."""

@@ -1,0 +1,95 @@
+"""Reference baselines: copy-last-frame, and a deterministic ConvLSTM predictor.
+
+``copy-last`` is the floor every paper reports against. ``convlstm`` (Shi et al. 2015, small) is a
+trainable deterministic predictor: encoder -> ConvLSTM stack -> decoder, trained with MSE on the
+future frames, teacher forcing decayed by the engine's scheduled sampling.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vpcli.nn.convlstm import ConvLSTM
+from vpcli.predictors.base import Batch, Losses, Predictor, TrainState, TrainStep
+from vpcli.registry import register
+
+
+@dataclass
+class CopyLastConfig:
+    context: int = 2
+
+
+@register("predictor", "copy-last", config_cls=CopyLastConfig, description="repeat the last context frame")
+class CopyLast(Predictor):
+    name = "copy-last"
+
+    def train_steps(self) -> list[TrainStep]:
+        return []
+
+    @torch.no_grad()
+    def predict(self, context: Batch, horizon: int, samples: int = 1,
+                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        last = context["rgb"][:, -1]  # (B, C, H, W)
+        out = last.unsqueeze(1).expand(-1, samples, -1, -1, -1)  # (B, S, C, H, W)
+        for _ in range(horizon):
+            yield out
+
+
+@dataclass
+class ConvLSTMConfig:
+    channels: int = 3
+    hidden: int = 32
+    layers: int = 2
+    context: int = 5
+
+    def __post_init__(self):
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.hidden < 1 or self.layers < 1 or self.context < 1:
+            raise ValueError(f"hidden, layers and context must be >= 1, got {self.hidden}, {self.layers}, {self.context}")
+
+
+@register("predictor", "convlstm", config_cls=ConvLSTMConfig, description="deterministic ConvLSTM baseline")
+class ConvLSTMPredictor(Predictor):
+    name = "convlstm"
+
+    def __init__(self, config: ConvLSTMConfig):
+        super().__init__(config)
+        c, h = config.channels, config.hidden
+        self.encoder = nn.Sequential(nn.Conv2d(c, h, 4, 2, 1), nn.LeakyReLU(0.2))   # H/2
+        self.rnn = ConvLSTM(h, h, config.layers)
+        self.decoder = nn.ConvTranspose2d(h, c, 4, 2, 1)                            # back to H
+
+    def _step(self, frame: torch.Tensor, states):
+        out, states = self.rnn(self.encoder(frame), states)
+        # Predict a residual on the input frame: learning "what changes" converges much faster.
+        return (frame + self.decoder(out)).clamp(0, 1), states
+
+    def loss(self, batch: Batch, state: TrainState) -> Losses:
+        rgb = batch["rgb"]  # (B, T, C, H, W)
+        c = self.config.context
+        states, frame, losses = None, rgb[:, 0], []
+        for t in range(1, rgb.shape[1]):
+            pred, states = self._step(frame, states)
+            if t >= c:
+                losses.append(F.mse_loss(pred, rgb[:, t]))
+            # Context frames are always observed; in the future, teacher forcing with probability p.
+            use_gt = t < c or torch.rand(()) < state.teacher_forcing
+            frame = rgb[:, t] if use_gt else pred.detach()
+        mse = torch.stack(losses).mean()
+        return {"loss": mse, "mse": mse}
+
+    @torch.no_grad()
+    def predict(self, context: Batch, horizon: int, samples: int = 1,
+                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+        rgb = context["rgb"]  # (B, C_t, C, H, W); deterministic: samples are copies
+        states = None
+        for t in range(rgb.shape[1]):
+            pred, states = self._step(rgb[:, t], states)
+        for _ in range(horizon):
+            yield pred.unsqueeze(1).expand(-1, samples, -1, -1, -1)
+            pred, states = self._step(pred, states)
