@@ -1,0 +1,200 @@
+"""`vpcli weights ...`: list, download, verify and inspect the named weights in the manifests.
+
+Thin: parse -> `vpcli.weights` -> render. Tables and per-entry results go to stdout, progress and
+messages to stderr; `--json` prints one record per entry on stdout. Errors are VpcliError
+subclasses that `vpcli.cli.app.main` prints as one line.
+"""
+from __future__ import annotations
+
+import sys
+from json import dumps as json_text
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from vpcli.cli.common import emit_json, err_console, run_per_input
+from vpcli.errors import UsageError
+
+app = typer.Typer(
+    help="List, download, verify and inspect named weights (see the manifest schema in "
+         "vpcli/weights_manifest.yaml).\n\nExample: vpcli weights download NAME, then vpcli weights verify",
+    no_args_is_help=True)
+
+Manifests = Annotated[Optional[list[Path]], typer.Option(
+    "--manifest", "-m", metavar="PATH", dir_okay=False,
+    help="Extra manifest YAML, read after the bundled one and $VPCLI_MANIFEST (repeatable).")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON record per entry on stdout.")]
+
+
+def _registry(manifest: list[Path] | None):
+    from vpcli.weights import load_manifests
+    return load_manifests(manifest or ())
+
+
+def _entry_record(entry, loc) -> dict[str, Any]:
+    return {**entry.to_record(), "status": loc.status, "path": str(loc.path) if loc.path else None}
+
+
+@app.command("list")
+def list_(manifest: Manifests = None, json: JsonOut = False) -> None:
+    """Every named set of weights: task, architecture, source and whether it is on disk.
+
+    Example: vpcli weights list --manifest my_weights.yaml
+    """
+    from vpcli.weights import locate
+
+    registry = _registry(manifest)
+    rows = [(entry, locate(entry)) for entry in registry]
+    if json:
+        for entry, loc in rows:
+            emit_json(_entry_record(entry, loc))
+        return
+    if not rows:
+        sys.stderr.write("no weights defined in: " + ", ".join(str(p) for p in registry.manifests)
+                         + "\n(add entries with --manifest PATH or $VPCLI_MANIFEST)\n")
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold")  # no column rules: rows stay greppable
+    for column in ("name", "task", "arch", "source", "where"):
+        table.add_column(column, no_wrap=True)
+    for entry, loc in rows:
+        table.add_row(entry.name, entry.task, entry.arch, entry.source.kind, loc.status)
+    # A wide console when piped: rows must not be cut with an ellipsis (scripts grep them).
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+
+
+@app.command()
+def download(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Weights names (see `vpcli weights list`).",
+                                                          show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Download every entry that is not on disk yet.")] = False,
+    manifest: Manifests = None,
+    json: JsonOut = False,
+) -> None:
+    """Fetch weights into the local cache and check their sha256 (so they work offline later).
+
+    Example: vpcli weights download deeplabv3plus-cityscapes pwcnet-sintel
+    """
+    from vpcli.weights import resolve_entry
+
+    if bool(names) == all_:
+        raise UsageError("give weights names or --all (not both)" if all_ else "no weights named",
+                         "e.g. `vpcli weights download NAME`, or `--all`; see `vpcli weights list`")
+    registry = _registry(manifest)
+    targets = registry.names() if all_ else list(names or [])
+    if not targets:
+        sys.stderr.write("no weights defined; nothing to download\n")
+        return
+
+    def one(name: str) -> dict[str, Any]:
+        entry = registry.get(name)
+        with _ProgressBar(name) as bar:
+            resolved = resolve_entry(entry, download=True, progress=bar.update)
+        sys.stderr.write(f"{name}: ok ({resolved.path})\n")
+        return {"name": name, "path": str(resolved.path), "sha256": resolved.sha256, "source": resolved.source}
+
+    raise typer.Exit(run_per_input(targets, one, as_json=json))
+
+
+@app.command()
+def verify(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Weights names; default: every entry on disk.",
+                                                          show_default=False)] = None,
+    manifest: Manifests = None,
+    json: JsonOut = False,
+) -> None:
+    """Re-hash local weights files and compare with the manifest: ok, mismatch or missing.
+
+    A mismatching cached download is deleted (download it again); a bundled file is only reported.
+    Exits 1 if any file mismatches, or if a weights set named on the command line is missing.
+
+    Example: vpcli weights verify
+    """
+    from vpcli.weights import verify_entry
+
+    registry = _registry(manifest)
+    entries = [registry.get(n) for n in names] if names else list(registry)
+    if not entries:
+        sys.stderr.write("no weights defined; nothing to verify\n")
+        return
+    counts = {"ok": 0, "mismatch": 0, "missing": 0}
+    failed = False
+    for entry in entries:
+        result = verify_entry(entry)
+        counts[result.status] += 1
+        failed |= result.status == "mismatch" or (result.status == "missing" and bool(names))
+        if json:
+            emit_json({"name": result.name, "status": result.status, "path": str(result.path) if result.path else None,
+                       "expected": result.expected, "actual": result.actual, "message": result.message})
+        else:
+            detail = result.message if result.status != "ok" else str(result.path)
+            sys.stdout.write(f"{result.status:<9}{result.name}  {detail}\n")
+    sys.stderr.write(f"verified {len(entries)}: {counts['ok']} ok, {counts['mismatch']} mismatch, "
+                     f"{counts['missing']} missing\n")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(
+    name: Annotated[str, typer.Argument(help="Weights name (see `vpcli weights list`).", show_default=False)],
+    manifest: Manifests = None,
+    json: JsonOut = False,
+) -> None:
+    """Every field of one entry: source, sha256, licence, training data, metrics, local status.
+
+    Example: vpcli weights info slamp-mmnist --json
+    """
+    from vpcli.weights import locate
+
+    entry = _registry(manifest).get(name)
+    record = _entry_record(entry, locate(entry))
+    if json:
+        emit_json(record)
+        return
+    source = entry.source
+    config = record["config"] if isinstance(entry.config, Path) else json_text(record["config"])
+    lines = [
+        ("name", entry.name), ("task", entry.task), ("arch", entry.arch),
+        ("config", config), ("source", f"{source.kind}: {source.describe()}"),
+        ("sha256", entry.sha256), ("license", entry.license), ("trained_on", entry.trained_on),
+        ("metrics", ", ".join(f"{k}={v}" for k, v in record["metrics"].items()) or "(none)"),
+        ("description", entry.description or ""), ("manifest", str(entry.manifest)),
+        ("status", record["status"]), ("path", record["path"] or ""),
+    ]
+    width = max(len(k) for k, _ in lines)  # aligned "key  value" lines: easy to read and to grep
+    for key, value in lines:
+        sys.stdout.write(f"{key:<{width}}  {value}\n")
+
+
+class _ProgressBar:
+    """A byte progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "_ProgressBar":
+        console = err_console()
+        if console.is_terminal:
+            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+            self._progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                                      console=console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(self.name, total=None)
+        return self
+
+    def update(self, done: int, total: int | None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

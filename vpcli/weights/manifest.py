@@ -1,0 +1,454 @@
+"""The weights manifest: every named set of weights vpcli knows, as typed and validated data.
+
+A manifest is a YAML file (read with ``yaml.safe_load``)::
+
+    version: 1
+    weights:
+      - name: slamp-mmnist              # unique; letters, digits, '.', '_', '-'
+        task: predictor                 # predictor | segmenter | flow | metric
+        arch: slamp                     # registry name of the architecture
+        config: {hidden: 128}           # a mapping, or a file path relative to this manifest
+        source:                         # exactly one of the three kinds:
+          bundled: assets/weights/slamp-mmnist.safetensors   # relative to this manifest's folder
+          # hub: {repo_id: org/name, revision: <40-hex commit>, filename: model.safetensors}
+          # url: https://example.org/slamp-mmnist.safetensors
+        sha256: <64 hex digits>         # always checked by vpcli itself
+        license: MIT
+        trained_on: "moving digits, 64x64, 100k steps on this project's CI box"
+        metrics: {psnr: 18.2}           # what it scored, on what; may be {}
+        description: optional free text
+
+The bundled manifest (``vpcli/weights_manifest.yaml``) is read first, then every file in
+``$VPCLI_MANIFEST`` (``os.pathsep``-separated), then ``--manifest`` files. Later manifests may add
+entries but never redefine a name: a name defined twice is an error naming both places.
+
+Every validation error is a :class:`~vpcli.errors.ManifestError` naming the file, the entry
+(index and name) and the field, so a typo can be fixed without reading this module.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Union
+from urllib.parse import unquote, urlsplit
+
+from vpcli.errors import ManifestError, WeightsError
+
+MANIFEST_VERSION = 1
+ENV_VAR = "VPCLI_MANIFEST"
+BUNDLED_MANIFEST = Path(__file__).resolve().parent.parent / "weights_manifest.yaml"
+
+TASKS = ("predictor", "segmenter", "flow", "metric")
+REQUIRED_FIELDS = ("name", "task", "arch", "config", "source", "sha256", "license", "trained_on", "metrics")
+OPTIONAL_FIELDS = ("description",)
+ENTRY_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
+TOP_FIELDS = ("version", "weights")
+SOURCE_KINDS = ("bundled", "hub", "url")
+HUB_FIELDS = ("repo_id", "revision", "filename")
+
+# Names may not contain '/' so that a name can never be mistaken for a path (see resolve.py).
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HEX40_RE = re.compile(r"[0-9a-f]{40}")
+_HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
+# Hub repo ids: "name" or "owner/name" (the Hub's own rules are stricter; it reports the rest).
+_REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+# --- typed data ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BundledSource:
+    """A file shipped next to the manifest (inside the package for the bundled manifest)."""
+
+    relpath: str
+    path: Path  # absolute: relpath resolved against the manifest's folder
+    kind: ClassVar[str] = "bundled"
+
+    @property
+    def filename(self) -> str:
+        return Path(self.relpath).name
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A file in a Hugging Face Hub repo, pinned to one commit."""
+
+    repo_id: str
+    revision: str  # 40 hex: a branch or tag could move under us
+    filename: str
+    kind: ClassVar[str] = "hub"
+
+    def describe(self) -> str:
+        return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "repo_id": self.repo_id, "revision": self.revision, "filename": self.filename}
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A file at a fixed URL; the manifest's sha256 is what pins it."""
+
+    url: str
+    kind: ClassVar[str] = "url"
+
+    @property
+    def filename(self) -> str:
+        return unquote(Path(urlsplit(self.url).path).name) or "weights"
+
+    def describe(self) -> str:
+        return self.url
+
+    def to_record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url}
+
+
+Source = Union[BundledSource, HubSource, UrlSource]
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One named set of weights. ``manifest`` and ``index`` say where it was defined."""
+
+    name: str
+    task: str
+    arch: str
+    config: Mapping[str, Any] | Path = field(hash=False)  # inline mapping, or absolute path to a file
+    source: Source
+    sha256: str  # lower-case hex
+    license: str
+    trained_on: str
+    metrics: Mapping[str, Any] = field(hash=False)
+    description: str | None
+    manifest: Path
+    index: int
+
+    @property
+    def where(self) -> str:
+        """``file: weights[i] 'name'`` — how error messages point at this entry."""
+        return f"{self.manifest}: weights[{self.index}] '{self.name}'"
+
+    def load_config(self) -> dict[str, Any]:
+        """The config as a plain dict, reading the config file if the manifest names one."""
+        if isinstance(self.config, Path):
+            import yaml
+
+            try:
+                data = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+            except OSError as e:
+                raise ManifestError(f"{self.where}: cannot read config file {self.config}: {e.strerror}",
+                                    "config paths are relative to the manifest's folder") from None
+            except yaml.YAMLError as e:
+                raise ManifestError(f"{self.where}: config file {self.config} is not valid YAML/JSON: "
+                                    f"{_one_line(e)}") from None
+            if not isinstance(data, dict):
+                raise ManifestError(f"{self.where}: config file {self.config} must hold a mapping, "
+                                    f"got {type(data).__name__}")
+            return data
+        return dict(self.config)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able dict with every field (what ``vpcli weights info --json`` prints)."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "arch": self.arch,
+            "config": str(self.config) if isinstance(self.config, Path) else _plain(self.config),
+            "source": self.source.to_record(),
+            "sha256": self.sha256,
+            "license": self.license,
+            "trained_on": self.trained_on,
+            "metrics": _plain(self.metrics),
+            "description": self.description,
+            "manifest": str(self.manifest),
+        }
+
+
+class WeightsRegistry:
+    """All entries from the manifests that were loaded, by name, in definition order."""
+
+    def __init__(self, entries: Iterable[WeightsEntry] = (), manifests: Sequence[Path] = ()):
+        self.manifests: tuple[Path, ...] = tuple(manifests)
+        self._entries: dict[str, WeightsEntry] = {}
+        for entry in entries:
+            first = self._entries.get(entry.name)
+            if first is not None:
+                raise ManifestError(
+                    f"weights name '{entry.name}' is defined twice: {first.manifest} (weights[{first.index}]) "
+                    f"and {entry.manifest} (weights[{entry.index}])",
+                    "names are global across manifests; rename one of them")
+            self._entries[entry.name] = entry
+
+    def get(self, name: str) -> WeightsEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            pass
+        close = difflib.get_close_matches(name, list(self._entries), n=5, cutoff=0.5)
+        if close:
+            hint = "did you mean: " + ", ".join(close) + "?"
+        elif self._entries:
+            hint = "known names: " + ", ".join(list(self._entries)[:20]) + \
+                   (", ..." if len(self._entries) > 20 else "") + " (see `vpcli weights list`)"
+        else:
+            hint = "no weights are defined yet; add a manifest with --manifest or $VPCLI_MANIFEST"
+        raise WeightsError(f"unknown weights '{name}'", hint)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[WeightsEntry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"WeightsRegistry({len(self)} entries from {len(self.manifests)} manifests)"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def manifest_paths(extra: Iterable[str | os.PathLike] = (), *, env: bool = True,
+                   bundled: bool = True) -> list[Path]:
+    """The manifest files to read, in order: bundled, ``$VPCLI_MANIFEST``, then ``extra``.
+
+    A file named twice is read once (it would otherwise clash with itself).
+    """
+    candidates: list[Path] = []
+    if bundled:
+        candidates.append(BUNDLED_MANIFEST)
+    if env:
+        candidates += [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+    candidates += [Path(p) for p in extra]
+    seen: set[Path] = set()
+    paths = []
+    for p in candidates:
+        p = Path(os.path.abspath(os.path.expanduser(p)))
+        if p not in seen:
+            seen.add(p)
+            paths.append(p)
+    return paths
+
+
+def load_manifests(extra: Iterable[str | os.PathLike] = (), *, env: bool = True,
+                   bundled: bool = True) -> WeightsRegistry:
+    """Read and validate every manifest (see :func:`manifest_paths`) into one registry."""
+    paths = manifest_paths(extra, env=env, bundled=bundled)
+    entries: list[WeightsEntry] = []
+    for path in paths:
+        entries += load_manifest(path)
+    return WeightsRegistry(entries, paths)
+
+
+def load_manifest(path: str | os.PathLike) -> list[WeightsEntry]:
+    """Parse one manifest file; relative paths in it are taken from the file's folder."""
+    import yaml  # only the manifest needs it; keep `import vpcli.weights` cheap
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"manifest file not found: {path}",
+                            f"check the paths given with --manifest and in ${ENV_VAR}") from None
+    except OSError as e:
+        raise ManifestError(f"cannot read manifest {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{path}: not valid YAML: {_one_line(e)}") from None
+    return parse_manifest(data, path)
+
+
+def parse_manifest(data: Any, path: Path) -> list[WeightsEntry]:
+    """Validate already-loaded YAML data; ``path`` is used for messages and relative paths."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else type(data).__name__
+        raise ManifestError(f"{path}: a manifest must be a mapping with 'version' and 'weights', got {got}",
+                            f"start the file with 'version: {MANIFEST_VERSION}' and 'weights:'")
+    _check_keys(data, TOP_FIELDS, f"{path}: top level", required=TOP_FIELDS)
+    if data["version"] != MANIFEST_VERSION:
+        raise ManifestError(f"{path}: unsupported manifest version {data['version']!r}",
+                            f"this vpcli reads 'version: {MANIFEST_VERSION}'")
+    items = data["weights"]
+    if items is None:  # `weights:` with nothing under it
+        items = []
+    if not isinstance(items, list):
+        raise ManifestError(f"{path}: 'weights' must be a list of entries, got {type(items).__name__}",
+                            "write each entry as a '- name: ...' item under 'weights:'")
+    entries: list[WeightsEntry] = []
+    first_index: dict[str, int] = {}
+    for i, item in enumerate(items):
+        entry = _parse_entry(item, i, path)
+        if entry.name in first_index:
+            raise ManifestError(
+                f"{path}: duplicate name '{entry.name}' at weights[{first_index[entry.name]}] "
+                f"and weights[{i}]", "every entry needs a unique name")
+        first_index[entry.name] = i
+        entries.append(entry)
+    return entries
+
+
+def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
+    where = f"{path}: weights[{index}]"
+    if not isinstance(item, dict):
+        raise ManifestError(f"{where}: an entry must be a mapping, got {type(item).__name__}")
+    name = item.get("name")
+    if isinstance(name, str):
+        where += f" '{name}'"
+    _check_keys(item, ENTRY_FIELDS, where, required=REQUIRED_FIELDS)
+
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ManifestError(f"{where}: field 'name' must be letters, digits, '.', '_' or '-' "
+                            f"(starting with a letter or digit), got {name!r}")
+    task = item["task"]
+    if task not in TASKS:
+        close = difflib.get_close_matches(str(task), TASKS, n=1)
+        raise ManifestError(f"{where}: field 'task' must be one of {', '.join(TASKS)}, got {task!r}",
+                            f"did you mean '{close[0]}'?" if close else None)
+    sha = item["sha256"]
+    if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
+        raise ManifestError(f"{where}: field 'sha256' must be 64 hex digits, got {_short(sha)}",
+                            "compute it with `sha256sum FILE`")
+    return WeightsEntry(
+        name=name,
+        task=task,
+        arch=_text(item, "arch", where),
+        config=_parse_config(item["config"], where, path),
+        source=_parse_source(item["source"], where, path),
+        sha256=sha.lower(),
+        license=_text(item, "license", where),
+        trained_on=_text(item, "trained_on", where),
+        metrics=_parse_metrics(item["metrics"], where),
+        description=_text(item, "description", where) if item.get("description") is not None else None,
+        manifest=path,
+        index=index,
+    )
+
+
+def _parse_config(value: Any, where: str, path: Path) -> Mapping[str, Any] | Path:
+    if isinstance(value, dict):
+        return MappingProxyType(dict(value))
+    if isinstance(value, str) and value.strip():
+        if os.path.isabs(value):
+            raise ManifestError(f"{where}: field 'config' must be a mapping or a relative file path, "
+                                f"got the absolute path {value!r}", "paths are relative to the manifest's folder")
+        return path.parent / value
+    raise ManifestError(f"{where}: field 'config' must be a mapping or a relative file path, got {_short(value)}")
+
+
+def _parse_metrics(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: field 'metrics' must be a mapping (may be empty: {{}}), "
+                            f"got {type(value).__name__}")
+    return MappingProxyType(dict(value))
+
+
+def _parse_source(value: Any, where: str, path: Path) -> Source:
+    if not isinstance(value, dict) or not value:
+        raise ManifestError(f"{where}: field 'source' must be a mapping with one of "
+                            f"{', '.join(SOURCE_KINDS)}, got {_short(value)}",
+                            "e.g. source: {bundled: assets/weights/x.safetensors}")
+    kinds = [k for k in value if k in SOURCE_KINDS]
+    if len(kinds) > 1:
+        raise ManifestError(f"{where}: field 'source' has {len(kinds)} sources ({', '.join(kinds)}); "
+                            "give exactly one", "list a mirror as a separate entry if you need two")
+    _check_keys(value, SOURCE_KINDS, f"{where}: source", required=())
+    kind = kinds[0] if kinds else None
+    if kind is None:  # only reachable for an empty-after-check mapping; _check_keys caught typos
+        raise ManifestError(f"{where}: field 'source' needs one of {', '.join(SOURCE_KINDS)}")
+    spec = value[kind]
+
+    if kind == "bundled":
+        if not isinstance(spec, str) or not spec.strip() or os.path.isabs(spec):
+            raise ManifestError(f"{where}: field 'source.bundled' must be a file path relative to the "
+                                f"manifest's folder, got {_short(spec)}")
+        return BundledSource(relpath=spec, path=Path(os.path.normpath(path.parent / spec)))
+
+    if kind == "hub":
+        field_where = f"{where}: source.hub"
+        if not isinstance(spec, dict):
+            raise ManifestError(f"{field_where} must be a mapping with {', '.join(HUB_FIELDS)}, "
+                                f"got {_short(spec)}")
+        _check_keys(spec, HUB_FIELDS, field_where, required=HUB_FIELDS)
+        repo_id, revision, filename = spec["repo_id"], spec["revision"], spec["filename"]
+        if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id):
+            raise ManifestError(f"{where}: field 'source.hub.repo_id' must look like 'owner/name', "
+                                f"got {_short(repo_id)}")
+        if not isinstance(revision, str) or not _HEX40_RE.fullmatch(revision):
+            raise ManifestError(
+                f"{where}: field 'source.hub.revision' must be a full commit hash (40 lower-case hex "
+                f"characters), got {_short(revision)}",
+                "pin a commit, not a branch or tag: copy the full hash from the repo's history")
+        if not isinstance(filename, str) or not filename.strip() or filename.startswith("/"):
+            raise ManifestError(f"{where}: field 'source.hub.filename' must be a path inside the repo, "
+                                f"got {_short(filename)}")
+        return HubSource(repo_id=repo_id, revision=revision, filename=filename)
+
+    # kind == "url"
+    if not isinstance(spec, str):
+        raise ManifestError(f"{where}: field 'source.url' must be an https URL, got {_short(spec)}")
+    parts = urlsplit(spec)
+    # Plain http is accepted only for loopback hosts (local mirrors, tests); the sha256 pins content.
+    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
+    if not secure or not parts.netloc or not parts.path.strip("/"):
+        raise ManifestError(f"{where}: field 'source.url' must be an https URL of a file, got {_short(spec)}")
+    return UrlSource(url=spec)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _check_keys(mapping: dict, valid: Sequence[str], where: str, *, required: Sequence[str]) -> None:
+    """Unknown keys first (a typo also makes the real key look missing), then missing ones."""
+    for key in mapping:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"valid fields: {', '.join(valid)}"
+            raise ManifestError(f"{where}: unknown field '{key}'", hint)
+    missing = [k for k in required if k not in mapping]
+    if missing:
+        raise ManifestError(f"{where}: missing required field '{missing[0]}'"
+                            + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""),
+                            f"required here: {', '.join(required)}")
+
+
+def _text(item: dict, key: str, where: str) -> str:
+    value = item[key]
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"{where}: field '{key}' must be a non-empty string, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _plain(value: Any) -> Any:
+    """Mapping proxies -> dicts, recursively, for JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
