@@ -4,7 +4,6 @@ Keep imports here light (typer, rich on demand): `vpcli --help` must not import 
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
@@ -12,7 +11,7 @@ import typer
 
 from vpcli import __version__
 from vpcli.cli import commands, data, weights
-from vpcli.cli.common import print_error
+from vpcli.cli.common import print_error, set_debug
 from vpcli.errors import VpcliError
 
 app = typer.Typer(
@@ -40,8 +39,7 @@ def root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """vpcli: video prediction from the command line."""
-    if debug:
-        os.environ["VPCLI_DEBUG"] = "1"
+    set_debug(debug)
 
 
 commands.register(app)
@@ -52,6 +50,7 @@ app.add_typer(data.app, name="data")
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, exit 0 / 1 / 2 (DESIGN.md, CLI)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    set_debug(False)
     if "--debug" in argv[1:]:  # accept --debug anywhere, not only before the subcommand
         argv.remove("--debug")
         argv.insert(0, "--debug")

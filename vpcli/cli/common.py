@@ -56,8 +56,17 @@ def err_console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+_debug = False
+
+
+def set_debug(flag: bool) -> None:
+    """Set by `--debug` for one CLI invocation (VPCLI_DEBUG=1 in the environment also enables it)."""
+    global _debug
+    _debug = flag
+
+
 def debug_enabled() -> bool:
-    return os.environ.get("VPCLI_DEBUG", "") not in ("", "0")
+    return _debug or os.environ.get("VPCLI_DEBUG", "") not in ("", "0")
 
 
 def print_error(err: BaseException) -> None:

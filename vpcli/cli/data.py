@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vpcli.cli.common import Inputs, Json, OutDir, Overwrite, Recursive, Shard, emit_json, parse_shard, run_per_input
+from vpcli.cli.common import Inputs, Json, OutDir, Overwrite, Recursive, Shard, parse_shard, run_per_input
 
 app = typer.Typer(help="Dataset tools (info, convert) and synthetic data generators.\n\n"
                        "Example: vpcli data info clips/ --recursive", no_args_is_help=True)

@@ -19,6 +19,10 @@ from vpcli.errors import OutputError
 def check_writable_dir(folder: str | os.PathLike) -> Path:
     """Create ``folder`` if needed and check that files can be created in it."""
     folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputError(f"cannot create output folder {folder}: {blocker} is a file, not a folder",
+                          "choose a folder you can write to with --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -45,6 +49,38 @@ def temp_name(final: Path) -> Path:
     return Path(tmp)
 
 
+def _umask() -> int:
+    try:  # Linux reports it without changing it (os.umask would, racing other threads)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give ``tmp`` the usual permissions and move it to ``final`` (file or folder).
+
+    mkstemp/mkdtemp create owner-only temporaries, hence the chmod. An existing folder at
+    ``final`` is moved aside first, so a failure between the two renames never leaves nothing.
+    """
+    try:
+        os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~_umask())
+        if not tmp.is_dir() or not (final.exists() or final.is_symlink()):
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            return
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, trash / "old")
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    except OSError as e:
+        raise OutputError(f"cannot move the finished output to {final}: {e.strerror or e}",
+                          "remove what is at that path, or choose another --out") from None
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; move it to ``final`` only if the block succeeds."""
@@ -54,7 +90,7 @@ def atomic_path(final: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     tmp = temp_name(final)
     try:
         yield tmp
-        os.replace(tmp, final)
+        publish(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -70,9 +106,7 @@ def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final) if final.is_dir() else final.unlink()
-        os.replace(tmp, final)
+        publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
