@@ -38,12 +38,32 @@ def _hidden(p: Path) -> bool:
     return p.name.startswith(".")
 
 
+# Companions that `vpcli segment` / `vpcli flow` and the generators store beside a clip
+# (``X.labels/``, ``X.flow/``, ``X.labels.npz``); they are never inputs themselves.
+COMPANION_SUFFIXES = (".labels", ".flow")
+
+
+def is_companion(p: Path) -> bool:
+    name = p.name.removesuffix(".npz")
+    return any(name.endswith(s) for s in COMPANION_SUFFIXES)
+
+
+def is_sequence_folder(p: Path) -> bool:
+    """A sequence folder (synth-street layout): RGB in ``frames/`` plus labels/flow/meta beside it."""
+    return (p / "frames").is_dir() and any((p / n).exists() for n in ("labels", "flow_forward.npz", "meta.json"))
+
+
 def _is_input(p: Path) -> bool:
-    if _hidden(p):
+    if _hidden(p) or is_companion(p):
         return False
     if p.is_file():
         return is_video_file(p)
-    return p.is_dir() and is_frame_folder(p)
+    return p.is_dir() and (is_frame_folder(p) or is_sequence_folder(p))
+
+
+def _as_clip(p: Path) -> Path:
+    """The frames of a sequence folder are its clip; anything else is its own clip."""
+    return p / "frames" if p.is_dir() and is_sequence_folder(p) else p
 
 
 def _children_inputs(folder: Path, recursive: bool, _seen: set[Path] | None = None) -> list[Path]:
@@ -55,15 +75,15 @@ def _children_inputs(folder: Path, recursive: bool, _seen: set[Path] | None = No
         if _hidden(entry):
             continue
         if _is_input(entry):
-            found.append(entry)
+            found.append(_as_clip(entry))
         elif recursive and entry.is_dir() and entry.resolve() not in seen:
             found.extend(_children_inputs(entry, recursive=True, _seen=seen))
     return found
 
 
 def _expand_folder(folder: Path, recursive: bool, spec: str) -> list[Path]:
-    if is_frame_folder(folder):
-        return [folder]
+    if is_frame_folder(folder) or is_sequence_folder(folder):
+        return [_as_clip(folder)]
     found = _children_inputs(folder, recursive)
     if found:
         return found
@@ -171,6 +191,8 @@ def _base_name(path: Path) -> str:
     path = Path(path)
     name = path.name or path.resolve().name  # "." or "clips/" -> the folder's real name
     if path.is_dir():
+        if name == "frames" and is_sequence_folder(path.parent):
+            return path.parent.name  # seq_00001/frames -> seq_00001
         return name  # frame folder: its name, dots and all ("shot.01")
     return path.stem or name
 
