@@ -40,7 +40,6 @@ def test_version(capsys):
     (["predict", "clip.mp4"], "prediction engine"),
     (["segment", "clip.mp4"], "segmentation engine"),
     (["flow", "clip.mp4"], "optical-flow engine"),
-    (["train", "--method", "slamp", "--data", "synthetic:moving-digits"], "training engine"),
     (["eval", "--pred", "a", "--gt", "b"], "evaluation engine"),
 ])
 def test_missing_engines_exit_2_with_one_line(capsys, argv, what):

@@ -111,3 +111,31 @@ def test_paths_from_stdin(capsys, clips, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{clips / 'real.mp4'}\n\n# comment\n"))
     code, out, _ = run(capsys, "data", "info", "-", "--json")
     assert code == 0 and len(out.splitlines()) == 1 and json.loads(out)["frames"] == 120
+
+
+def test_generators_split_and_info_over_generated_data(capsys, tmp_path):
+    root = tmp_path / "data"
+    assert run(capsys, "data", "moving-digits", "--out", root / "md", "--num", "3", "--length", "6",
+               "--format", "png")[0] == 0
+    assert run(capsys, "data", "synth-street", "--out", root / "st", "--num", "2", "--length", "3",
+               "--size", "32x64")[0] == 0
+    code, out, _ = run(capsys, "data", "info", root, "--recursive", "--json")
+    assert code == 0
+    recs = [json.loads(line) for line in out.splitlines()]
+    # a synth-street sequence is one clip (its frames/), its labels/ is a companion, not a clip
+    assert sorted(r["frames"] for r in recs) == [3, 3, 6, 6, 6]
+    assert not any("labels" in r["input"] for r in recs)
+    code, out, _ = run(capsys, "data", "split", root, "--out", tmp_path / "splits", "--json")
+    assert code == 0 and sum(json.loads(out)["counts"].values()) == 5
+    listed = [ln for n in ("train", "val", "test") for ln in (tmp_path / "splits" / f"{n}.txt").read_text().split()]
+    assert sorted(listed) == ["md/seq_00000", "md/seq_00001", "md/seq_00002", "st/seq_00000", "st/seq_00001"]
+    code, _, err = run(capsys, "data", "split", root, "--out", tmp_path / "splits")
+    assert code == 1 and "already exists" in err
+
+
+def test_moving_digits_cli_is_bit_identical(capsys, tmp_path):
+    for name in ("a", "b"):
+        assert run(capsys, "data", "moving-digits", "--out", tmp_path / name, "--num", "4", "--length", "5",
+                   "--seed", "7")[0] == 0
+    fa, fb = sorted((tmp_path / "a").glob("*.npz")), sorted((tmp_path / "b").glob("*.npz"))
+    assert len(fa) == 1 and fa[0].read_bytes() == fb[0].read_bytes()

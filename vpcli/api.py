@@ -7,6 +7,7 @@ naming what is missing, instead of producing pretend output.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -31,10 +32,6 @@ def estimate_flow(*args: Any, **kwargs: Any):
 
 def predict(*args: Any, **kwargs: Any):
     raise _missing("predict", "the prediction engine (SLAMP, HVP, SADM, LMVP predictors)")
-
-
-def train(*args: Any, **kwargs: Any):
-    raise _missing("train", "the training engine")
 
 
 def evaluate(*args: Any, **kwargs: Any):
@@ -123,3 +120,131 @@ def convert(path: Path, out_dir: Path, *, fmt: str = "mp4", lossless: bool = Fal
                                  start=start, end=end, stride=stride, size=size, source=video_info(path),
                                  seconds=round(time.perf_counter() - t0, 3), **record))
     return record
+
+
+# --- training ---------------------------------------------------------------------------------
+def _build_datasets(run_cfg, seed: int):
+    """Train and validation datasets for a run config (validation may be absent)."""
+    from vpcli.data.clips import make_dataset
+    from vpcli.errors import InputError
+    d = run_cfg.data
+    common = dict(context=d.context, future=d.future, frame_step=d.frame_step, size=tuple(d.size),
+                  channels=d.channels, seed=seed)
+    synthetic = d.source.startswith("synthetic:")
+    train_kw = {"num_clips": d.train_clips} if synthetic and d.train_clips else {}
+    train_set = make_dataset(d.source, split="train", **common, **train_kw)
+    if len(train_set) == 0:
+        raise InputError(f"{d.source} yields no training clips of {d.length} frames",
+                         "add longer clips, or lower data.context / data.future / data.frame_step")
+    try:
+        val_kw = {"num_clips": d.val_clips} if synthetic else {}
+        val_set = make_dataset(d.source, split="val", **common, **val_kw) if d.val_clips else None
+    except InputError:
+        val_set = None  # too few clips for a validation split: train without one
+    if val_set is not None and len(val_set) == 0:
+        val_set = None
+    return train_set, val_set
+
+
+def _prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    import shutil
+
+    from vpcli.errors import OutputError
+    out = Path(out)
+    is_run = (out / "config.yaml").exists()
+    if resume:
+        if not is_run:
+            raise OutputError(f"{out} is not a vpcli run folder (no config.yaml)", "pass the folder a run wrote")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not is_run:
+            raise OutputError(f"{out} exists and is not a vpcli run folder", "choose an empty or new --out folder")
+        if not overwrite:
+            raise OutputError(f"{out} already holds a run", "pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(*, method: str | None, data: str | None, out: Path, config: str | None = None,
+          overrides: list[str] = (), resume: Path | None = None, init: str | None = None,
+          batch_size: int | None = None, device: str = "cpu", seed: int | None = None,
+          callback=None, overwrite: bool = False, **_: Any) -> dict[str, Any]:
+    """Train ``method`` on ``data`` into the run folder ``out`` (or continue ``resume`` exactly)."""
+    import torch
+    import yaml
+
+    from vpcli import registry
+    from vpcli.config import load_yaml
+    from vpcli.engine.run import config_differences, resolve_config
+    from vpcli.engine.trainer import Trainer, TrainingError, load_weights
+    from vpcli.errors import ConfigError
+    from vpcli.io.atomic import write_text
+
+    overrides = list(overrides)
+    if data is not None:
+        overrides.append(f"data.source={data}")
+    if batch_size is not None:
+        overrides.append(f"train.batch_size={batch_size}")
+    if seed is not None:
+        overrides.append(f"train.seed={seed}")
+    run_dir = Path(resume) if resume is not None else Path(out)
+    if resume is not None:
+        _prepare_run_dir(run_dir, resume=True, overwrite=False)
+        saved = load_yaml(run_dir / "config.yaml")
+        if method is not None and method != saved.get("method"):
+            raise TrainingError(f"{run_dir} is a {saved.get('method')} run, not {method}",
+                                "resume with the same --method, or start a new run with --out")
+        steps_override = [o for o in overrides if o.startswith("train.steps=")]
+        if config is not None or [o for o in overrides if o not in steps_override]:
+            wanted = resolve_config(method or saved["method"], config, overrides).to_dict()
+            diff = [k for k in config_differences(saved, wanted) if k != "train.steps"]
+            if diff:
+                raise ConfigError(f"the config differs from the run in {run_dir}: {', '.join(diff)}",
+                                  "resume without --config/--set (only train.steps may change), or start a new run")
+        run_cfg = resolve_config(None, None, steps_override, base=saved)
+    else:
+        run_cfg = resolve_config(method, config, overrides)
+    model_cfg = run_cfg.model_config()
+    entry = registry.get("predictor", run_cfg.method)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 touches the run folder
+    if resume is None and rank0:
+        _prepare_run_dir(run_dir, resume=False, overwrite=overwrite)
+    torch.manual_seed(run_cfg.train.seed)  # model initialisation
+    model = entry.builder(model_cfg)
+    if not model.train_steps():
+        raise ConfigError(f"{run_cfg.method} has nothing to train", "choose a trainable --method")
+    if init is not None:
+        from vpcli.weights import resolve
+        load_weights(model, resolve(init))
+    train_set, val_set = _build_datasets(run_cfg, run_cfg.train.seed)
+    full = run_cfg.to_dict()
+    if resume is None and rank0:
+        write_text(run_dir / "config.yaml", yaml.safe_dump(full, sort_keys=False))
+    trainer = Trainer(model, train_set, run_cfg.train, run_dir, val_set=val_set, full_config=full,
+                      context_frames=run_cfg.data.context, device=device, callback=callback)
+    if callback is not None and trainer.info.is_main:
+        callback("start", {"method": run_cfg.method, "steps": run_cfg.train.steps, "run_dir": str(run_dir),
+                           "train_clips": len(train_set), "val_clips": len(val_set) if val_set else 0,
+                           "resumed_from": trainer.step if resume else None})
+    try:
+        return trainer.fit(resume=resume is not None)
+    finally:
+        from vpcli.engine.distributed import shutdown
+        shutdown(trainer.info)
+
+
+def data_split(folder: Path, out: Path, fractions: str = "0.8,0.1,0.1", *, overwrite: bool = False) -> dict[str, Any]:
+    """Write ``train.txt``, ``val.txt``, ``test.txt`` for the clips in ``folder`` into ``out``."""
+    from vpcli.data.clips import assign_splits
+    from vpcli.io.atomic import check_overwrite, write_text
+    try:
+        fr = [float(v) for v in fractions.split(",")]
+    except ValueError:
+        raise UsageError(f"--fractions expects three numbers like 0.8,0.1,0.1, got {fractions!r}") from None
+    splits = assign_splits(folder, fr)
+    out = Path(out)
+    for name in splits:  # check all three before writing any
+        check_overwrite(out / f"{name}.txt", overwrite)
+    for name, rels in splits.items():
+        write_text(out / f"{name}.txt", "".join(f"{r}\n" for r in rels))
+    return {"out": str(out), "counts": {k: len(v) for k, v in splits.items()}}

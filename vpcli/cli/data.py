@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from vpcli.cli.common import Inputs, Json, OutDir, Overwrite, Recursive, Shard, parse_shard, run_per_input
+from vpcli.cli.common import Inputs, Json, OutDir, Overwrite, Recursive, Shard, emit_json, parse_shard, run_per_input
 
-app = typer.Typer(help="Dataset tools (info, convert) and synthetic data generators.\n\n"
+app = typer.Typer(help="Dataset tools (info, split, convert) and synthetic data generators (moving-digits, synth-street).\n\n"
                        "Example: vpcli data info clips/ --recursive", no_args_is_help=True)
 
 
@@ -71,3 +71,76 @@ def convert(
         return api.convert(path, out / name, fmt=format, lossless=lossless, fps=fps, start=start, end=end,
                            stride=stride, size=size, overwrite=overwrite)
     raise typer.Exit(run_per_input(pairs, one, as_json=json, name=lambda p: str(p[0])))
+
+
+@app.command()
+def split(
+    folder: Annotated[Path, typer.Argument(help="Folder of clips (videos, frame folders).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where train.txt/val.txt/test.txt go (default: FOLDER).")] = None,
+    fractions: Annotated[str, typer.Option(help="train,val,test shares.")] = "0.8,0.1,0.1",
+    json: Json = False, overwrite: Overwrite = False,
+) -> None:
+    """Write a deterministic train/val/test split (one relative path per line per file).
+
+    The split is a hash of each clip's relative path, the same one training uses when no split
+    file is given, so adding clips never moves existing ones between splits.
+
+    Example: vpcli data split clips/ --fractions 0.9,0.05,0.05
+    """
+    from vpcli import api
+    counts = api.data_split(folder, out or folder, fractions, overwrite=overwrite)
+    if json:
+        emit_json(counts)
+    else:
+        typer.echo(", ".join(f"{k}: {v}" for k, v in counts["counts"].items()) + f" -> {counts['out']}")
+
+
+@app.command("moving-digits")
+def moving_digits(
+    out: OutDir = Path("moving-digits"),
+    num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of sequences.")] = 100,
+    length: Annotated[int, typer.Option(min=2, help="Frames per sequence.")] = 30,
+    digits: Annotated[int, typer.Option(min=1, max=3, help="Digits per sequence.")] = 2,
+    split_: Annotated[str, typer.Option("--split", help="train or test (disjoint digit pools).")] = "test",
+    format: Annotated[str, typer.Option("--format", "-f", help="npz (one (N,T,H,W) array), png (frame folders) or mp4.")] = "npz",
+    mnist: Annotated[Optional[Path], typer.Option(help="A real MNIST idx file (or folder) instead of scikit-learn's digits.")] = None,
+    glyphs: Annotated[bool, typer.Option(help="Use OpenCV-rendered digit glyphs instead of scikit-learn's digits.")] = False,
+    seed: Annotated[int, typer.Option(help="Base seed; the same seed gives bit-identical files.")] = 0,
+    json: Json = False, overwrite: Overwrite = False,
+) -> None:
+    """Stochastic Moving MNIST (SVG/SRVP protocol): 64x64, digits bounce and take a new random
+    direction at each wall. Test sets from a fixed seed are identical bit for bit.
+
+    Example: vpcli data moving-digits --out mmnist-test --num 256 --length 25 --seed 0
+    """
+    from vpcli.data.moving_digits import generate_moving_digits
+    source = mnist if mnist is not None else ("glyphs" if glyphs else "sklearn")
+    path = generate_moving_digits(out, num_sequences=num, length=length, num_digits=digits, seed=seed,
+                                  digit_source=source, split=split_, format=format, overwrite=overwrite)
+    record = {"output": str(path), "sequences": num, "length": length}
+    emit_json(record) if json else typer.echo(f"wrote {num} sequences of {length} frames -> {path}")
+
+
+@app.command("synth-street")
+def synth_street(
+    out: OutDir = Path("synth-street"),
+    num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of sequences.")] = 10,
+    length: Annotated[int, typer.Option(min=2, help="Frames per sequence.")] = 30,
+    size: Annotated[str, typer.Option(metavar="HxW", help="Resolution.")] = "128x256",
+    seed: Annotated[int, typer.Option(help="Base seed; sequence i depends only on (seed, i).")] = 0,
+    start: Annotated[int, typer.Option(min=0, help="Index of the first sequence (to extend a set).")] = 0,
+    json: Json = False, overwrite: Overwrite = False,
+) -> None:
+    """Procedural driving scenes with exact ground truth: per sequence frames/ (RGB PNG),
+    labels/ (Cityscapes train ids, palette PNG), flow_forward.npz, flow_backward.npz,
+    occlusion.npz, depth, camera and meta.json.
+
+    Example: vpcli data synth-street --out street --num 20 --length 30 --size 128x256
+    """
+    from vpcli import api
+    from vpcli.data.synth_street import SynthStreetConfig, generate
+    h, w = api.parse_size(size)
+    paths = generate(out, num_sequences=num, config=SynthStreetConfig(height=h, width=w, length=length), seed=seed,
+                     start_index=start, overwrite=overwrite)
+    record = {"output": str(out), "sequences": [p.name for p in paths]}
+    emit_json(record) if json else typer.echo(f"wrote {len(paths)} sequences of {length} frames at {h}x{w} -> {out}")

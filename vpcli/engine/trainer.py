@@ -215,6 +215,8 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         self.sampler.set_position(self.epoch, self.batch_in_epoch)
+        if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation draws (random crops, ...)
+            self.train_set.set_epoch(self.epoch)
         # The loader draws its workers' base seed from `generator`; giving it its own generator keeps
         # the global RNG (which the model's noise uses) untouched, so a resumed run stays exact.
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch)

@@ -1,0 +1,95 @@
+"""`vpcli train` end to end: presets, overrides, run-folder rules, resume checks, torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from vpcli.cli.app import main
+
+FAST = ["--config", "convlstm-mmnist-tiny", "--set", "train.steps=4", "--set", "train.val_every=2",
+        "--set", "data.train_clips=16", "--set", "data.val_clips=4", "--set", "train.log_every=1"]
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def test_tiny_preset_trains_and_writes_a_run_folder(capsys, tmp_path):
+    code, out, err = run(capsys, "train", *FAST, "--out", tmp_path / "r", "--json")
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end" and events[-1]["step"] == 4
+    cfg = yaml.safe_load((tmp_path / "r/config.yaml").read_text())
+    assert cfg["method"] == "convlstm" and cfg["train"]["steps"] == 4 and cfg["model"]["hidden"] == 8
+    for name in ("checkpoints/last.safetensors", "checkpoints/last.state.pt", "checkpoints/best.safetensors",
+                 "samples/step_0000002.mp4", "metrics.jsonl"):
+        assert (tmp_path / "r" / name).exists(), name
+
+
+def test_resume_extends_steps_and_matches_uninterrupted(capsys, tmp_path):
+    assert run(capsys, "train", *FAST, "--set", "train.steps=6", "--out", tmp_path / "a")[0] == 0
+    assert run(capsys, "train", *FAST, "--set", "train.steps=3", "--out", tmp_path / "b")[0] == 0
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "b", "--set", "train.steps=6")
+    assert code == 0, err
+    wa, wb = load_file(tmp_path / "a/checkpoints/last.safetensors"), load_file(tmp_path / "b/checkpoints/last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_existing_run_is_refused_without_resume_or_overwrite(capsys, tmp_path):
+    assert run(capsys, "train", *FAST, "--out", tmp_path / "r")[0] == 0
+    before = (tmp_path / "r/checkpoints/last.safetensors").read_bytes()
+    code, _, err = run(capsys, "train", *FAST, "--out", tmp_path / "r")
+    assert code == 1 and "already holds a run" in err and "--resume" in err
+    assert (tmp_path / "r/checkpoints/last.safetensors").read_bytes() == before
+
+
+def test_resume_with_another_method_or_config_is_refused(capsys, tmp_path):
+    assert run(capsys, "train", *FAST, "--out", tmp_path / "r")[0] == 0
+    before = (tmp_path / "r/metrics.jsonl").read_text()
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "r", "--method", "copy-last")
+    assert code == 1 and "is a convlstm run, not copy-last" in err
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "r", "--set", "model.hidden=16")
+    assert code == 2 and "model.hidden" in err
+    assert (tmp_path / "r/metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--method", "slampp"], 2, "unknown predictor 'slampp'"),
+    (["--config", "convlstm-mnist-tiny"], 2, "did you mean 'convlstm-mmnist-tiny'"),
+    (FAST + ["--set", "train.lr=0.1"], 2, "unknown config key 'train.lr'"),
+    (FAST + ["--set", "train.steps=many"], 2, "train.steps: expected an integer"),
+    (FAST + ["--set", "model.hiden=3"], 2, "did you mean 'hidden'"),
+    (FAST + ["--set", "nonsense"], 2, "--set expects KEY=VALUE"),
+    (["--method", "copy-last", "--data", "synthetic:moving-digits"], 2, "copy-last has nothing to train"),
+])
+def test_config_errors_name_the_key(capsys, tmp_path, args, code, text):
+    got, _, err = run(capsys, "train", *args, "--out", tmp_path / "r")
+    assert got == code and text in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_data_folder_without_clips(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "train", *FAST, "--data", str(tmp_path / "empty"), "--out", tmp_path / "r")
+    assert code == 1 and "error:" in err and str(tmp_path / "empty") in err
+
+
+def test_torchrun_two_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "vpcli", "train", *FAST, "--out", str(tmp_path / "ddp"), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ends = [json.loads(line) for line in res.stdout.splitlines() if '"event": "end"' in line]
+    assert len(ends) == 1 and ends[0]["step"] == 4  # rank 0 alone reports and writes
+    assert (tmp_path / "ddp/checkpoints/last.safetensors").exists()
