@@ -93,3 +93,29 @@ def test_torchrun_two_processes(tmp_path):
     ends = [json.loads(line) for line in res.stdout.splitlines() if '"event": "end"' in line]
     assert len(ends) == 1 and ends[0]["step"] == 4  # rank 0 alone reports and writes
     assert (tmp_path / "ddp/checkpoints/last.safetensors").exists()
+
+
+def test_export_then_init_from_the_manifest_entry(capsys, tmp_path, monkeypatch):
+    assert run(capsys, "train", *FAST, "--out", tmp_path / "r")[0] == 0
+    code, out, err = run(capsys, "weights", "export", tmp_path / "r", "--name", "tiny-convlstm", "--fp16", "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    entry = yaml.safe_load(open(rec["manifest"]))["weights"][0]
+    assert entry["sha256"] == rec["sha256"] and entry["arch"] == "convlstm" and "val/loss" in entry["metrics"]
+    assert entry["config"]["model"]["hidden"] == 8 and "synthetic:moving-digits" in entry["trained_on"]
+    monkeypatch.setenv("VPCLI_MANIFEST", rec["manifest"])
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
+    code, out, _ = run(capsys, "weights", "verify", "tiny-convlstm", "--json")
+    assert code == 0 and json.loads(out)["status"] == "ok"
+    # fine-tune from it: the new run starts from the exported (fp16-rounded) weights
+    code, _, err = run(capsys, "train", *FAST, "--set", "train.steps=1", "--set", "train.optim.lr=1e-12",
+                       "--init", "tiny-convlstm", "--out", tmp_path / "ft")
+    assert code == 0, err
+    exported = load_file(rec["weights"])
+    tuned = load_file(tmp_path / "ft/checkpoints/last.safetensors")
+    for k in exported:
+        torch.testing.assert_close(tuned[k], exported[k].float(), rtol=0, atol=1e-6)
+    # a model with another shape refuses the weights with a clear message
+    code, _, err = run(capsys, "train", *FAST, "--set", "model.hidden=4", "--init", "tiny-convlstm",
+                       "--out", tmp_path / "bad")
+    assert code == 1 and "does not fit this model" in err

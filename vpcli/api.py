@@ -248,3 +248,62 @@ def data_split(folder: Path, out: Path, fractions: str = "0.8,0.1,0.1", *, overw
     for name, rels in splits.items():
         write_text(out / f"{name}.txt", "".join(f"{r}\n" for r in rels))
     return {"out": str(out), "counts": {k: len(v) for k, v in splits.items()}}
+
+
+# --- weights export ---------------------------------------------------------------------------
+def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: str = "best",
+                   fp16: bool = False, license: str = "MIT", overwrite: bool = False) -> dict[str, Any]:
+    """Write a run's weights as a bundle-ready safetensors file plus its manifest entry.
+
+    ``out`` defaults to ``RUN_DIR/export/NAME.safetensors``; the entry is written beside it as
+    ``NAME.manifest.yaml`` (a complete one-entry manifest, usable with ``--manifest``) with the
+    sha256, the config the weights need, how they were trained and the last validation scores.
+    """
+    import hashlib
+    import re
+
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from vpcli.config import load_yaml
+    from vpcli.errors import InputError
+    from vpcli.io.atomic import atomic_path, check_overwrite, write_text
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"weights name {name!r} may hold only letters, digits, '.', '_' and '-'")
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise InputError(f"{run_dir} is not a vpcli run folder (no config.yaml)", "pass the --out folder of vpcli train")
+    ckpt = run_dir / "checkpoints" / f"{which}.safetensors"
+    if which == "best" and not ckpt.exists():
+        ckpt = run_dir / "checkpoints" / "last.safetensors"  # runs without validation have no best
+    if not ckpt.exists():
+        raise InputError(f"{run_dir} has no checkpoint {ckpt.name}", "train the run first")
+    cfg = load_yaml(cfg_path)
+    out = Path(out) if out is not None else run_dir / "export" / f"{name}.safetensors"
+    entry_path = out.with_name(f"{name}.manifest.yaml")
+    check_overwrite(out, overwrite)
+    check_overwrite(entry_path, overwrite)
+    tensors = load_file(str(ckpt))
+    if fp16:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata={"vpcli_name": name, "vpcli_method": str(cfg["method"])})
+    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    records = [__import__("json").loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if line.strip()] if (run_dir / "metrics.jsonl").exists() else []
+    vals = [r for r in records if r.get("event") == "val"]
+    end = next((r for r in reversed(records) if r.get("event") == "end"), {})
+    d, t = cfg["data"], cfg["train"]
+    entry = {
+        "name": name, "task": "predictor", "arch": cfg["method"],
+        "config": {"method": cfg["method"], "model": cfg.get("model", {}),
+                   "data": {k: d[k] for k in ("context", "future", "size", "channels", "frame_step")}},
+        "source": {"bundled": out.name}, "sha256": sha, "license": license,
+        "trained_on": (f"{d['source']}, {end.get('step', t['steps'])} steps of batch {t['batch_size']}, "
+                       f"seed {t['seed']}, vpcli {__version__} ({ckpt.name} of {run_dir.name})"),
+        "metrics": {k: round(v, 6) for k, v in vals[-1].items() if k != "step" and k != "event"} if vals else {},
+        "description": f"{cfg['method']} exported from a vpcli run" + (" (fp16)" if fp16 else ""),
+    }
+    write_text(entry_path, yaml.safe_dump({"version": 1, "weights": [entry]}, sort_keys=False))
+    return {"weights": str(out), "manifest": str(entry_path), "sha256": sha, "bytes": out.stat().st_size}

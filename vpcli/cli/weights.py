@@ -198,3 +198,30 @@ class _ProgressBar:
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vpcli train`.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name of the new manifest entry.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Weights file (default RUN_DIR/export/NAME.safetensors).")] = None,
+    which: Annotated[str, typer.Option(help="best (default; last when the run has no validation) or last.")] = "best",
+    fp16: Annotated[bool, typer.Option(help="Store floating-point tensors as float16 (half the size).")] = False,
+    license: Annotated[str, typer.Option(help="Licence recorded in the entry.")] = "MIT",
+    json: JsonOut = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
+) -> None:
+    """Export a run's weights as a bundle-ready safetensors file plus its manifest entry
+    (sha256, config, training provenance, validation scores) in NAME.manifest.yaml beside it.
+
+    Example: vpcli weights export runs/a --name convlstm-mmnist --fp16, then
+    vpcli weights list --manifest runs/a/export/convlstm-mmnist.manifest.yaml
+    """
+    if which not in ("best", "last"):
+        raise UsageError(f"--which must be best or last, got {which!r}")
+    from vpcli import api
+    rec = api.export_weights(run_dir, name, out=out, which=which, fp16=fp16, license=license, overwrite=overwrite)
+    if json:
+        emit_json(rec)
+    else:
+        typer.echo(f"wrote {rec['weights']} ({rec['bytes']} bytes, sha256 {rec['sha256']}) and {rec['manifest']}")

@@ -122,10 +122,18 @@ def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | 
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    if missing or unexpected:
-        raise TrainingError(f"{path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})",
-                            "use a checkpoint made by the same method and config")
+    """Load a safetensors state dict; names and shapes must match exactly (dtype may differ)."""
+    state, own = load_file(str(path)), model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{what} {items[:2]}" for what, items in
+                           (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if items)
+        raise TrainingError(f"{path} does not fit this model ({detail})",
+                            "use weights made by the same method and model config")
+    model.load_state_dict(state)
 
 
 class Trainer:
