@@ -45,7 +45,8 @@ def collect_inputs(specs: list[str], *, recursive: bool = False,
 
     Names are computed on the full list before sharding, so two shards never pick one name.
     """
-    from vpcli.io.sources import expand_inputs, input_names, shard as take_shard
+    from vpcli.io.sources import expand_inputs, input_names
+    from vpcli.io.sources import shard as take_shard
     paths = expand_inputs(specs, recursive=recursive)
     pairs = list(zip(paths, input_names(paths)))
     if shard is not None:

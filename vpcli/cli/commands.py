@@ -10,7 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from vpcli.cli.common import BatchSize, Device, Inputs, Json, OutDir, Overwrite, Seed, Shard
+from vpcli.cli.common import (
+    BatchSize,
+    Device,
+    Inputs,
+    Json,
+    OutDir,
+    Overwrite,
+    Seed,
+    Shard,
+)
 
 
 def segment(

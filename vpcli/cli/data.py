@@ -6,7 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from vpcli.cli.common import Inputs, Json, OutDir, Overwrite, Recursive, Shard, emit_json, parse_shard, run_per_input
+from vpcli.cli.common import (
+    Inputs,
+    Json,
+    OutDir,
+    Overwrite,
+    Recursive,
+    Shard,
+    emit_json,
+    parse_shard,
+    run_per_input,
+)
 
 app = typer.Typer(help="Dataset tools (info, split, convert) and synthetic data generators (moving-digits, synth-street).\n\n"
                        "Example: vpcli data info clips/ --recursive", no_args_is_help=True)

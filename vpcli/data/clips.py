@@ -66,6 +66,7 @@ from vpcli.data.layouts import (
     synth_street_companions,
 )
 from vpcli.errors import DataFormatError, InputError, UsageError, VideoError, VpcliError
+from vpcli.io.paths import natural_key
 from vpcli.io.sources import is_companion
 
 __all__ = ["SPLITS", "ClipDataset", "MovingDigitsClips", "SynthStreetClips", "make_dataset"]
@@ -78,19 +79,13 @@ _LABEL_EXTS = (".png", ".bmp", ".tif", ".tiff", ".pgm")
 # --------------------------------------------------------------------------- small helpers
 
 
-def _nat(text: str) -> tuple:
-    import re
-
-    return tuple((1, int(p), p) if p.isdigit() else (0, p.lower(), p) for p in re.split(r"(\d+)", text))
-
-
 def _list_files(folder: Path, exts: Sequence[str]) -> list[Path]:
     try:
         names = [e.name for e in os.scandir(folder)
                  if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in exts]
     except OSError:
         return []
-    return [folder / n for n in sorted(names, key=_nat)]
+    return [folder / n for n in sorted(names, key=natural_key)]
 
 
 @functools.lru_cache(maxsize=256)
@@ -324,7 +319,7 @@ def _discover(spec: Path, recursive: bool) -> list[tuple[ClipRecord, str]]:
 
     def walk(folder: Path, prefix: str, depth: int) -> None:
         try:
-            entries = sorted(folder.iterdir(), key=lambda e: _nat(e.name))
+            entries = sorted(folder.iterdir(), key=lambda e: natural_key(e.name))
         except OSError as e:
             raise InputError(f"cannot list folder {folder}: {e.strerror}", "check the path and its permissions") from None
         for e in entries:
@@ -865,4 +860,4 @@ def assign_splits(folder, fractions: Sequence[float] = (0.8, 0.1, 0.1), *,
     out: dict[str, list[str]] = {s: [] for s in SPLITS}
     for rec, rel in found:
         out[rec.split if rec.split in SPLITS else _split_of(rel, fr)].append(rel)
-    return {k: sorted(v, key=_nat) for k, v in out.items()}
+    return {k: sorted(v, key=natural_key) for k, v in out.items()}

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from vpcli.errors import DataFormatError, InputError, UsageError
+from vpcli.io.paths import natural_key
 
 __all__ = [
     "CITYSCAPES_ID_TO_TRAIN_ID",
@@ -224,19 +225,15 @@ def _check_split(split: str, allowed: Iterable[str]) -> str:
     return split
 
 
-def _nat(text: str) -> tuple:
-    return tuple((1, int(p), p) if p.isdigit() else (0, p.lower(), p) for p in re.split(r"(\d+)", text))
-
-
 def _walk(root: Path, max_depth: int | None = None) -> Iterable[tuple[Path, list[str], list[str]]]:
     """``os.walk`` in sorted order, skipping hidden entries (our temporaries), depth-limited."""
     base = len(root.parts)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         d = Path(dirpath)
-        dirnames[:] = sorted((n for n in dirnames if not n.startswith(".")), key=_nat)
+        dirnames[:] = sorted((n for n in dirnames if not n.startswith(".")), key=natural_key)
         if max_depth is not None and len(d.parts) - base >= max_depth:
             dirnames[:] = []
-        yield d, dirnames, sorted((n for n in filenames if not n.startswith(".")), key=_nat)
+        yield d, dirnames, sorted((n for n in filenames if not n.startswith(".")), key=natural_key)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -245,7 +242,7 @@ def _images(folder: Path) -> list[Path]:
                  if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in _IMAGE_EXTS]
     except OSError:
         return []
-    return [folder / n for n in sorted(names, key=_nat)]
+    return [folder / n for n in sorted(names, key=natural_key)]
 
 
 def _nothing(layout: str, root: Path, expected: str, split: str | None = None) -> InputError:
@@ -577,7 +574,7 @@ def scan_moving_digits(root, split: str = "test") -> list[ClipRecord]:
     meta = _read_meta(root)
     folder_split = meta.get("split", split)
     records = []
-    entries = files or sorted(root.iterdir(), key=lambda p: _nat(p.name))
+    entries = files or sorted(root.iterdir(), key=lambda p: natural_key(p.name))
     for p in entries:
         if p.name.startswith("."):
             continue

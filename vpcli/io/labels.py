@@ -239,7 +239,9 @@ def read_label_folder(folder) -> np.ndarray:
 def write_label_video(path, labels_thw, fps: float = 10, frames=None, alpha: float = 0.5,
                       palette=None, *, overwrite: bool = True) -> Path:
     """Write colourised labels as a video (``.mp4``/``.gif``/folder), overlaid on ``frames`` if given."""
-    from vpcli.io.video import VideoWriter  # the PyAV-backed writer; imported when needed
+    from vpcli.io.video import (
+        VideoWriter,  # the PyAV-backed writer; imported when needed
+    )
 
     labels = _check_stack(labels_thw)
     if frames is not None:

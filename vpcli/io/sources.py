@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from vpcli.errors import InputError, UsageError
+from vpcli.io.paths import natural_key
 from vpcli.io.video import VIDEO_EXTS, is_frame_folder, is_video_file
 
 T = TypeVar("T")
@@ -23,14 +24,6 @@ T = TypeVar("T")
 _SPEC_HINT = "inputs are video files, frame folders, folders of videos, quoted globs, or - for paths on stdin"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _VIDEO_TEXT = " ".join(sorted({*VIDEO_EXTS, ".gif"}))  # GIFs count as videos for inputs
-
-
-def natural_key(text: str | os.PathLike) -> tuple:
-    """Sort key that orders embedded numbers by value: ``frame2`` before ``frame10``."""
-    parts = re.split(r"(\d+)", os.fspath(text))
-    # (is_number, value) pairs keep str and int comparable; lower() makes order case-insensitive,
-    # the raw text breaks ties so the order is total and deterministic.
-    return tuple((1, int(p), p) if p.isdigit() else (0, p.lower(), p) for p in parts)
 
 
 def _hidden(p: Path) -> bool:

@@ -15,7 +15,6 @@ import contextlib
 import math
 import numbers
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -29,8 +28,15 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
-from vpcli.errors import DataFormatError, InputError, OutputError, UsageError, VideoError
+from vpcli.errors import (
+    DataFormatError,
+    InputError,
+    OutputError,
+    UsageError,
+    VideoError,
+)
 from vpcli.io.atomic import check_overwrite, check_writable_dir, publish, temp_name
+from vpcli.io.paths import natural_key
 
 __all__ = [
     "VIDEO_EXTS", "IMAGE_EXTS", "FOLDER_FPS", "VideoInfo", "VideoWriter",
@@ -74,13 +80,6 @@ def is_frame_folder(path: str | os.PathLike) -> bool:
         return False
 
 
-def _natural_key(name: str) -> tuple:
-    # "frame2" < "frame10": digit runs compare as numbers. re.split with a group always yields
-    # str, digits, str, ... so positions compare like with like; the name breaks ties ("01"/"1").
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name
-
-
 def _frame_files(folder: Path) -> list[Path]:
     try:
         names = [e.name for e in os.scandir(folder) if e.is_file() and _is_image_name(e.name)]
@@ -89,7 +88,7 @@ def _frame_files(folder: Path) -> list[Path]:
     if not names:
         raise VideoError(f"frame folder {folder} holds no image files",
                          f"put frames such as 00000.png in it (readable: {' '.join(IMAGE_EXTS)})")
-    return [folder / n for n in sorted(names, key=_natural_key)]
+    return [folder / n for n in sorted(names, key=natural_key)]
 
 
 def _existing(path: str | os.PathLike) -> Path:

@@ -7,12 +7,35 @@ Nothing here imports torch or huggingface_hub at import time (the Hub client is 
 when a Hub entry is looked up).
 """
 from vpcli.weights.hashing import file_sha256, vpcli_cache_dir
-from vpcli.weights.manifest import (BUNDLED_MANIFEST, ENV_VAR, TASKS, BundledSource, HubSource, Source,
-                                    UrlSource, WeightsEntry, WeightsRegistry, load_manifest, load_manifests,
-                                    manifest_paths)
-from vpcli.weights.resolve import (Location, ResolvedWeights, VerifyResult, check_sha256, hf_cache_dir,
-                                   how_to_get, is_offline, locate, resolve, resolve_entry, resolve_weights,
-                                   url_cache_path, verify_entry)
+from vpcli.weights.manifest import (
+                                    BUNDLED_MANIFEST,
+                                    ENV_VAR,
+                                    TASKS,
+                                    BundledSource,
+                                    HubSource,
+                                    Source,
+                                    UrlSource,
+                                    WeightsEntry,
+                                    WeightsRegistry,
+                                    load_manifest,
+                                    load_manifests,
+                                    manifest_paths,
+)
+from vpcli.weights.resolve import (
+                                    Location,
+                                    ResolvedWeights,
+                                    VerifyResult,
+                                    check_sha256,
+                                    hf_cache_dir,
+                                    how_to_get,
+                                    is_offline,
+                                    locate,
+                                    resolve,
+                                    resolve_entry,
+                                    resolve_weights,
+                                    url_cache_path,
+                                    verify_entry,
+)
 
 __all__ = [
     "BUNDLED_MANIFEST", "ENV_VAR", "TASKS", "BundledSource", "HubSource", "Source", "UrlSource", "WeightsEntry",

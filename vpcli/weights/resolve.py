@@ -29,8 +29,14 @@ from urllib.parse import urlsplit
 
 from vpcli.errors import ChecksumError, WeightsError
 from vpcli.weights import hashing
-from vpcli.weights.manifest import (BundledSource, HubSource, UrlSource, WeightsEntry, WeightsRegistry,
-                                    load_manifests)
+from vpcli.weights.manifest import (
+    BundledSource,
+    HubSource,
+    UrlSource,
+    WeightsEntry,
+    WeightsRegistry,
+    load_manifests,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 CONNECT_TIMEOUT_S = 10
