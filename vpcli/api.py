@@ -22,20 +22,38 @@ def _missing(command: str, what: str) -> NotAvailableError:
                              "see README.md 'Status' for what this build can do")
 
 
-def segment(*args: Any, **kwargs: Any):
-    raise _missing("segment", "the DeepLabV3+ segmentation engine")
+def _runner(module: str, command: str, what: str):
+    """The engine module behind a command, or NotAvailableError while it does not exist."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        raise _missing(command, what) from None
 
 
-def estimate_flow(*args: Any, **kwargs: Any):
-    raise _missing("flow", "the optical-flow engine (DIS, Farneback, PWC-Net)")
+def segment(**kwargs: Any):
+    """Segment clips: see `vpcli.engine.segment_runner.segment`."""
+    return _runner("vpcli.engine.segment_runner", "segment", "the DeepLabV3+ segmentation engine").segment(**kwargs)
 
 
-def predict(*args: Any, **kwargs: Any):
-    raise _missing("predict", "the prediction engine (SLAMP, HVP, SADM, LMVP predictors)")
+def estimate_flow(**kwargs: Any):
+    """Optical flow for clips: see `vpcli.engine.flow_runner.estimate_flow`."""
+    return _runner("vpcli.engine.flow_runner", "flow",
+                   "the optical-flow engine (DIS, Farneback, PWC-Net)").estimate_flow(**kwargs)
 
 
-def evaluate(*args: Any, **kwargs: Any):
-    raise _missing("eval", "the evaluation engine (PSNR, SSIM, MS-SSIM, LPIPS, FVD, mIoU)")
+def predict(**kwargs: Any):
+    """Predict future frames: see `vpcli.engine.predict_runner.predict`."""
+    return _runner("vpcli.engine.predict_runner", "predict",
+                   "the prediction engine (SLAMP, HVP, SADM, LMVP predictors)").predict(**kwargs)
+
+
+def evaluate(**kwargs: Any):
+    """Evaluate predictions: see `vpcli.engine.evaluator.evaluate`."""
+    return _runner("vpcli.engine.evaluator", "eval",
+                   "the evaluation engine (PSNR, SSIM, MS-SSIM, LPIPS, FVD, mIoU)").evaluate(**kwargs)
 
 
 # --- inputs -----------------------------------------------------------------------------------
