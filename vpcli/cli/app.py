@@ -5,6 +5,7 @@ Keep imports here light (typer, rich on demand): `vpcli --help` must not import 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Optional
 
 import typer
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, exit 0 / 1 / 2 (DESIGN.md, CLI)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     set_debug(False)
+    # Library warnings (mixed resolutions, small FVD sets, ...) as one line each, like errors.
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
     if "--debug" in argv[1:]:  # accept --debug anywhere, not only before the subcommand
         argv.remove("--debug")
         argv.insert(0, "--debug")
