@@ -70,14 +70,16 @@ def test_resume_is_bit_exact(tmp_path):
     assert losses(a)[5:] == losses(b)[5:]
 
 
-def test_sigint_saves_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resumes_exactly(tmp_path, sig):
     a, b = tmp_path / "a", tmp_path / "b"
     make_trainer(a, 8).fit()
+    before = signal.getsignal(sig)
     tr = make_trainer(b, 8)
-    tr.callback = lambda event, rec: os.kill(os.getpid(), signal.SIGINT) if event == "train" and rec["step"] == 3 else None
+    tr.callback = lambda event, rec: os.kill(os.getpid(), sig) if event == "train" and rec["step"] == 3 else None
     summary = tr.fit()
     assert summary["status"] == "interrupted" and summary["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(sig) is before  # handler restored
     make_trainer(b, 8).fit(resume=True)
     wa, wb = load_file(a / "checkpoints/last.safetensors"), load_file(b / "checkpoints/last.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
