@@ -38,9 +38,6 @@ def test_version(capsys):
 
 @pytest.mark.parametrize("argv, what", [
     (["predict", "clip.mp4"], "prediction engine"),
-    (["segment", "clip.mp4"], "segmentation engine"),
-    (["flow", "clip.mp4"], "optical-flow engine"),
-    (["eval", "--pred", "a", "--gt", "b"], "evaluation engine"),
 ])
 def test_missing_engines_exit_2_with_one_line(capsys, argv, what):
     code, out, err = run_main(capsys, *argv)
@@ -76,3 +73,10 @@ def test_module_entry_point_and_help_do_not_import_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("OK")
+
+
+def test_a_missing_engine_module_is_named(monkeypatch):
+    from vpcli import api
+    from vpcli.errors import NotAvailableError
+    with pytest.raises(NotAvailableError, match="vpcli frob: the frobnicator is not implemented"):
+        api._runner("vpcli.engine.no_such_runner", "frob", "the frobnicator")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,25 +13,43 @@ from vpcli.cli.common import (
     Json,
     OutDir,
     Overwrite,
+    Recursive,
     Seed,
     Shard,
+    parse_shard,
+    run_per_input,
 )
 
 
 def flow(
     inputs: Inputs,
     out: OutDir = Path("flow"),
-    method: Annotated[str, typer.Option(help="Backend: dis (default, no weights), farneback, pwcnet.")] = "dis",
-    direction: Annotated[str, typer.Option(help="forward, backward or both.")] = "forward",
-    occlusion: Annotated[bool, typer.Option(help="Also write forward-backward occlusion masks.")] = False,
+    method: Annotated[str, typer.Option(help="Backend: dis (default; fast, CPU, no weights), farneback (CPU), pwcnet (needs weights; --device).")] = "dis",
+    direction: Annotated[str, typer.Option(help="forward (t -> t+1), backward (t+1 -> t) or both.")] = "forward",
+    occlusion: Annotated[bool, typer.Option(help="Also write occlusion masks from the forward-backward consistency check.")] = False,
+    size: Annotated[Optional[str], typer.Option(metavar="HxW", help="Resize frames to HxW first (flow is then in those pixels).")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="DIS preset: ultrafast, fast or medium (default).")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="PWC-Net weights: manifest name (default pwcnet-sniklaus) or file.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="PWC-Net precision: fp32 (default) or bf16.")] = None,
     batch_size: BatchSize = 8, device: Device = "cpu", seed: Seed = 0, shard: Shard = None,
-    json: Json = False, overwrite: Overwrite = False,
+    recursive: Recursive = False, json: Json = False, overwrite: Overwrite = False,
 ) -> None:
-    """Optical flow: one Middlebury .flo per frame pair, flow.npz and a colour-wheel MP4 per input.
+    """Optical flow per input: OUT/<name>/forward/00000.flo ..., flow_forward.npz (T-1,2,H,W),
+    a colour-wheel flow_forward.mp4, meta.json; backward/ too with --direction both; occlusion.npz
+    and occlusion.mp4 with --occlusion.
 
     Example: vpcli flow clip.mp4 --out flow/ --method dis --direction both --occlusion
     """
     from vpcli import api
-    api.estimate_flow(inputs=inputs, out=out, method=method, direction=direction, occlusion=occlusion,
-                      batch_size=batch_size, device=device, seed=seed, shard=shard, json=json,
-                      overwrite=overwrite)
+
+    def progress(event: str, record: dict) -> None:
+        if event == "done" and not json:
+            typer.echo(f"{record['input']}: {record['pairs']} pairs at {record['width']}x{record['height']} "
+                       f"in {record['seconds']:.1f}s -> {record['output']}", err=True)
+
+    code = api.estimate_flow(
+        inputs=inputs, out=out, method=method, direction=direction, occlusion=occlusion, size=size, preset=preset,
+        weights=weights, precision=precision, batch_size=batch_size, device=device, seed=seed,
+        shard=parse_shard(shard), recursive=recursive, overwrite=overwrite, callback=progress,
+        for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    raise typer.Exit(code)

@@ -1,0 +1,346 @@
+"""PWC-Net in plain torch: cost volume, warping, shapes, gradients, and the sniklaus converter.
+
+The converter is checked against a state dict with the keys and shapes of sniklaus/pytorch-pwc's
+``network-default.pytorch`` (derived from its run.py: layer widths, ``moduleX`` names) and random
+values, and our model is compared with an independent functional forward written in the
+reference's structure (BGR input, its concat orders, an unfold correlation), run on that dict.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vpcli.errors import WeightsError
+from vpcli.preprocess.pwcnet import (
+    PWCNet,
+    PWCNetFlow,
+    backward_warp,
+    convert_pwcnet_sniklaus,
+    cost_volume,
+    estimate_pwcnet,
+    load_pwcnet_state,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch on 1 thread: the test machines share 2 cores, where 2 spinning threads run 10x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# --------------------------------------------------------------------------------------------
+# The reference's parameter table (sniklaus/pytorch-pwc run.py), written out independently
+
+
+_NAMES = ["One", "Two", "Thr", "Fou", "Fiv", "Six"]
+_CURRENT = {2: 81 + 32 + 2 + 2, 3: 81 + 64 + 2 + 2, 4: 81 + 96 + 2 + 2, 5: 81 + 128 + 2 + 2, 6: 81}
+_LEVEL_NAME = {2: "Two", 3: "Thr", 4: "Fou", 5: "Fiv", 6: "Six"}
+
+
+def sniklaus_shapes() -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    chans = [3, 16, 32, 64, 96, 128, 196]
+    for i, n in enumerate(_NAMES):
+        cin, cout = chans[i], chans[i + 1]
+        for j, c in ((0, cin), (2, cout), (4, cout)):
+            shapes[f"moduleExtractor.module{n}.{j}.weight"] = (cout, c, 3, 3)
+            shapes[f"moduleExtractor.module{n}.{j}.bias"] = (cout,)
+    for lvl, n in _LEVEL_NAME.items():
+        cur = _CURRENT[lvl]
+        if lvl < 6:
+            shapes[f"module{n}.moduleUpflow.weight"] = (2, 2, 4, 4)  # ConvTranspose2d: (in, out, k, k)
+            shapes[f"module{n}.moduleUpflow.bias"] = (2,)
+            shapes[f"module{n}.moduleUpfeat.weight"] = (_CURRENT[lvl + 1] + 128 + 128 + 96 + 64 + 32, 2, 4, 4)
+            shapes[f"module{n}.moduleUpfeat.bias"] = (2,)
+        for m, cout, extra in (("One", 128, 0), ("Two", 128, 128), ("Thr", 96, 256), ("Fou", 64, 352),
+                               ("Fiv", 32, 416), ("Six", 2, 448)):
+            shapes[f"module{n}.module{m}.0.weight"] = (cout, cur + extra, 3, 3)
+            shapes[f"module{n}.module{m}.0.bias"] = (cout,)
+    for j, (cout, cin) in zip((0, 2, 4, 6, 8, 10, 12),
+                              ((128, 565), (128, 128), (128, 128), (96, 128), (64, 96), (32, 64), (2, 32))):
+        shapes[f"moduleRefiner.moduleMain.{j}.weight"] = (cout, cin, 3, 3)
+        shapes[f"moduleRefiner.moduleMain.{j}.bias"] = (cout,)
+    return shapes
+
+
+def sniklaus_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for k, shape in sniklaus_shapes().items():
+        if k.endswith("weight"):
+            fan_in = shape[1] * shape[2] * shape[3] if "Up" not in k else shape[0] * 4
+            state[k] = torch.randn(shape, generator=g) * (2.0 / fan_in) ** 0.5
+        else:
+            state[k] = torch.randn(shape, generator=g) * 0.01
+    return state
+
+
+def reference_forward(sd: dict[str, torch.Tensor], one_bgr: torch.Tensor, two_bgr: torch.Tensor) -> torch.Tensor:
+    """The reference network's forward, structure for structure, on a raw sniklaus state dict."""
+    def conv(x, key, stride=1, pad=1, dil=1):
+        return F.conv2d(x, sd[key + ".weight"], sd[key + ".bias"], stride=stride, padding=pad, dilation=dil)
+
+    def lrelu(x):
+        return F.leaky_relu(x, 0.1)
+
+    def extract(x):
+        out = []
+        for n in _NAMES:
+            x = lrelu(conv(x, f"moduleExtractor.module{n}.0", stride=2))
+            x = lrelu(conv(x, f"moduleExtractor.module{n}.2"))
+            x = lrelu(conv(x, f"moduleExtractor.module{n}.4"))
+            out.append(x)
+        return out
+
+    def corr(a, b):  # channel (dy+4)*9 + (dx+4), mean over channels, zeros outside
+        bsz, c, h, w = a.shape
+        u = F.unfold(b, 9, padding=4).view(bsz, c, 81, h, w)
+        return (a[:, :, None] * u).mean(1)
+
+    def backwarp(x, flow):
+        h, w = flow.shape[2:]
+        hor = torch.linspace(-1.0, 1.0, w).view(1, 1, 1, -1).repeat(1, 1, h, 1)
+        ver = torch.linspace(-1.0, 1.0, h).view(1, 1, -1, 1).repeat(1, 1, 1, w)
+        grid = torch.cat([hor, ver], 1)
+        flow = torch.cat([flow[:, 0:1] * (2.0 / (x.shape[3] - 1.0)), flow[:, 1:2] * (2.0 / (x.shape[2] - 1.0))], 1)
+        x = torch.cat([x, flow.new_ones([flow.shape[0], 1, h, w])], 1)
+        out = F.grid_sample(x, (grid + flow).permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
+        mask = (out[:, -1:] > 0.999).float()
+        return out[:, :-1] * mask
+
+    p1, p2 = extract(one_bgr), extract(two_bgr)
+    est = None
+    for lvl in (6, 5, 4, 3, 2):
+        n = _LEVEL_NAME[lvl]
+        a, b = p1[lvl - 1], p2[lvl - 1]
+        if est is None:
+            feat = lrelu(corr(a, b))
+        else:
+            flow = F.conv_transpose2d(est[0], sd[f"module{n}.moduleUpflow.weight"], sd[f"module{n}.moduleUpflow.bias"],
+                                      stride=2, padding=1)
+            up = F.conv_transpose2d(est[1], sd[f"module{n}.moduleUpfeat.weight"], sd[f"module{n}.moduleUpfeat.bias"],
+                                    stride=2, padding=1)
+            scale = [None, None, None, 5.0, 2.5, 1.25, 0.625, None][lvl + 1]
+            feat = torch.cat([lrelu(corr(a, backwarp(b, flow * scale))), a, flow, up], 1)
+        for m in ("One", "Two", "Thr", "Fou", "Fiv"):
+            feat = torch.cat([lrelu(conv(feat, f"module{n}.module{m}.0")), feat], 1)
+        est = (conv(feat, f"module{n}.moduleSix.0"), feat)
+    x = est[1]
+    for j, d in zip((0, 2, 4, 6, 8, 10, 12), (1, 2, 4, 8, 16, 1, 1)):
+        x = conv(x, f"moduleRefiner.moduleMain.{j}", pad=d, dil=d)
+        x = lrelu(x) if j < 12 else x
+    return (est[0] + x) * 20.0
+
+
+# --------------------------------------------------------------------------------------------
+# Converter
+
+
+def test_sniklaus_table_has_the_published_parameter_count():
+    n = sum(int(np.prod(s)) for s in sniklaus_shapes().values())
+    assert n == sum(p.numel() for p in PWCNet().parameters()) == 9_374_274
+
+
+@pytest.mark.parametrize("prefix", ["module", "net", "module.module"])
+def test_convert_sniklaus_loads_strictly(prefix):
+    raw = sniklaus_state()
+    renamed = {prefix + k[len("module"):]: v for k, v in raw.items()}
+    ours = convert_pwcnet_sniklaus(renamed)
+    model = PWCNet()
+    model.load_state_dict(ours, strict=True)
+    sd = model.state_dict()
+    assert torch.equal(sd["decoders.level2.upfeat.weight"], raw["moduleTwo.moduleUpfeat.weight"])
+    assert torch.equal(sd["decoders.level6.predict.weight"], raw["moduleSix.moduleSix.0.weight"])
+    assert torch.equal(sd["decoders.level4.dense.2.bias"], raw["moduleFou.moduleThr.0.bias"])
+    assert torch.equal(sd["context.net.12.weight"], raw["moduleRefiner.moduleMain.12.weight"])
+    assert torch.equal(sd["extractor.levels.5.4.weight"], raw["moduleExtractor.moduleSix.4.weight"])
+    # BGR -> RGB: the first conv's input channels are reversed.
+    assert torch.equal(sd["extractor.levels.0.0.weight"], raw["moduleExtractor.moduleOne.0.weight"].flip(1))
+
+
+def test_converted_model_matches_the_reference_forward():
+    raw = sniklaus_state(seed=1)
+    model = PWCNet()
+    model.load_state_dict(convert_pwcnet_sniklaus(raw))
+    g = torch.Generator().manual_seed(0)
+    rgb1 = F.avg_pool2d(torch.rand(2, 3, 64, 128, generator=g), 5, 1, 2)  # smooth so flow is not tiny
+    rgb2 = torch.roll(rgb1, shifts=(1, 3), dims=(2, 3))
+    with torch.no_grad():
+        ours = model(rgb1, rgb2)
+        ref = reference_forward(raw, rgb1.flip(1), rgb2.flip(1))  # the reference reads BGR
+    assert ours.shape == ref.shape == (2, 2, 16, 32)
+    assert ref.abs().mean() > 1e-3
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_convert_rejects_unknown_and_missing_keys():
+    raw = sniklaus_state()
+    with pytest.raises(WeightsError, match="unexpected key"):
+        convert_pwcnet_sniklaus({**raw, "moduleSeven.moduleOne.0.weight": torch.zeros(1)})
+    partial = dict(raw)
+    partial.pop("moduleRefiner.moduleMain.12.bias")
+    with pytest.raises(WeightsError, match="1 missing"):
+        convert_pwcnet_sniklaus(partial)
+    bad = dict(raw)
+    bad["moduleTwo.moduleOne.0.weight"] = torch.zeros(128, 10, 3, 3)
+    with pytest.raises(WeightsError, match="has shape"):
+        convert_pwcnet_sniklaus(bad)
+
+
+def test_weight_files_load_sniklaus_pickle_and_our_safetensors(tmp_path):
+    from safetensors.torch import save_file
+    raw = sniklaus_state()
+    torch.save(raw, tmp_path / "network-default.pytorch")  # the published file is a plain state dict
+    est = PWCNetFlow(weights=tmp_path / "network-default.pytorch")
+    assert est.describe()["weights_sha256"] and est.describe()["weights"].endswith("network-default.pytorch")
+    ours = load_pwcnet_state(tmp_path / "network-default.pytorch")
+    save_file(ours, str(tmp_path / "pwc.safetensors"))
+    again = load_pwcnet_state(tmp_path / "pwc.safetensors")
+    assert all(torch.equal(ours[k], again[k]) for k in ours)
+    (tmp_path / "junk.pytorch").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read PWC-Net weights"):
+        load_pwcnet_state(tmp_path / "junk.pytorch")
+
+
+def test_missing_weights_say_how_to_get_them(monkeypatch):
+    from vpcli import registry
+    monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
+    with pytest.raises(WeightsError) as info:
+        registry.create("flow", "pwcnet")
+    err = info.value
+    assert "PWC-Net needs pretrained weights" in err.message and "pwcnet-sniklaus" in err.message
+    assert "network-default.pytorch" in err.hint and "--weights" in err.hint and "--method dis" in err.hint
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _naive_cost_volume(f1, f2, r=4):
+    b, _, h, w = f1.shape
+    out = torch.zeros(b, (2 * r + 1) ** 2, h, w)
+    for y in range(h):
+        for x in range(w):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    if 0 <= y + dy < h and 0 <= x + dx < w:
+                        out[:, (dy + r) * (2 * r + 1) + dx + r, y, x] = (f1[:, :, y, x] * f2[:, :, y + dy, x + dx]).mean(1)
+    return out
+
+
+def test_cost_volume_matches_a_naive_loop_with_and_without_grad():
+    g = torch.Generator().manual_seed(0)
+    f1, f2 = torch.randn(2, 5, 6, 7, generator=g), torch.randn(2, 5, 6, 7, generator=g)
+    ref = _naive_cost_volume(f1, f2)
+    with torch.no_grad():
+        torch.testing.assert_close(cost_volume(f1, f2), ref)
+    a, b = f1.clone().requires_grad_(), f2.clone().requires_grad_()
+    torch.testing.assert_close(cost_volume(a, b), ref)
+
+
+def test_cost_volume_peaks_at_a_hand_made_shift_and_at_zero_for_identical_features():
+    g = torch.Generator().manual_seed(0)
+    f1 = F.normalize(torch.randn(1, 16, 20, 24, generator=g), dim=1)  # unit vectors: the match is the max
+    dy, dx = -1, 3
+    f2 = torch.roll(f1, shifts=(dy, dx), dims=(2, 3))  # f2[y + dy, x + dx] = f1[y, x]
+    with torch.no_grad():
+        best = cost_volume(f1, f2).argmax(1)[0, 4:-4, 4:-4]
+        same = cost_volume(f1, f1)
+    assert (best == (dy + 4) * 9 + (dx + 4)).all()
+    assert (same.argmax(1) == 40).all()  # zero flow <-> the centre displacement
+    torch.testing.assert_close(same[:, 40], torch.ones_like(same[:, 40]) / 16)
+
+
+def test_pyramid_features_and_cost_volume_find_a_shifted_image():
+    torch.manual_seed(0)
+    model = PWCNet().eval()
+    img = F.avg_pool2d(torch.rand(1, 3, 128, 128), 3, 1, 1)
+    moved = torch.roll(img, shifts=(-4, 8), dims=(2, 3))  # content 4 px up, 8 px right: 1 and 2 cells at 1/4
+    with torch.no_grad():
+        fa = F.normalize(model.extractor(img)[1], dim=1)
+        fb = F.normalize(model.extractor(moved)[1], dim=1)
+        best = cost_volume(fa, fb).argmax(1)[0, 8:24, 8:24]
+    assert (best == (-1 + 4) * 9 + (2 + 4)).float().mean() > 0.95
+
+
+def test_backward_warp_integer_shift_zero_flow_and_outside():
+    x = torch.arange(2 * 3 * 8 * 10, dtype=torch.float32).view(2, 3, 8, 10)
+    zero = torch.zeros(2, 2, 8, 10)
+    torch.testing.assert_close(backward_warp(x, zero), x)
+    flow = zero.clone()
+    flow[:, 0] = 2.0  # sample 2 px to the right
+    out = backward_warp(x, flow)
+    torch.testing.assert_close(out[..., :-2], x[..., 2:])
+    assert (out[..., -2:] == 0).all()  # footprint leaves the image: masked
+
+
+def test_output_shape_for_sizes_that_are_not_multiples_of_64():
+    torch.manual_seed(0)
+    model = PWCNet().eval()
+    a, b = torch.rand(2, 3, 70, 100), torch.rand(2, 3, 70, 100)
+    with torch.no_grad():
+        flow = estimate_pwcnet(model, a, b)
+    assert flow.shape == (2, 2, 70, 100) and flow.dtype == torch.float32 and torch.isfinite(flow).all()
+    with pytest.raises(ValueError, match="multiples of 64"):
+        model(a, b)
+    est = PWCNetFlow(model=model)
+    u8 = (np.random.default_rng(0).random((3, 40, 72, 3)) * 255).astype(np.uint8)
+    out = est.estimate(u8[:2], u8[1:])
+    assert isinstance(out, np.ndarray) and out.shape == (2, 2, 40, 72) and out.dtype == np.float32
+    single = est.estimate(u8[0], u8[1])
+    assert single.shape == (2, 40, 72)
+    np.testing.assert_allclose(single, out[0], atol=1e-4)
+    t = est.estimate(torch.rand(1, 3, 40, 72), torch.rand(1, 3, 40, 72))
+    assert isinstance(t, torch.Tensor) and t.shape == (1, 2, 40, 72)
+
+
+def test_gradient_reaches_every_parameter_and_both_images():
+    torch.manual_seed(0)
+    model = PWCNet()
+    a = torch.rand(1, 3, 64, 64, requires_grad=True)
+    b = torch.rand(1, 3, 64, 64, requires_grad=True)
+    estimate_pwcnet(model, a, b).abs().mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def test_bf16_and_channels_last_run():
+    torch.manual_seed(0)
+    model = PWCNet().eval()
+    a, b = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+    ref = PWCNetFlow(model=model).estimate(a, b)
+    cl = PWCNetFlow(model=model, channels_last=True).estimate(a, b)
+    torch.testing.assert_close(cl, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+    bf = PWCNetFlow(model=model, precision="bf16").estimate(a, b)
+    assert bf.dtype == torch.float32 and bf.shape == ref.shape and torch.isfinite(bf).all()
+
+
+def test_cli_runs_pwcnet_with_a_weights_file(tmp_path, capsys):
+    """End to end with a sniklaus-format file (random values): layout, meta names the weights."""
+    import json
+
+    import cv2
+
+    from vpcli.cli.app import main
+    from vpcli.io.flow import read_flow_npz
+    torch.save(sniklaus_state(), tmp_path / "network-default.pytorch")
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(clip / f"{i}.png"), (rng.random((40, 56, 3)) * 255).astype(np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        main(["flow", str(clip), "--out", str(tmp_path / "o"), "--method", "pwcnet",
+              "--weights", str(tmp_path / "network-default.pytorch"), "--direction", "both"])
+    _, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    assert read_flow_npz(tmp_path / "o" / "clip" / "flow_backward.npz").shape == (2, 2, 40, 56)
+    meta = json.loads((tmp_path / "o" / "clip" / "meta.json").read_text())
+    assert meta["method"] == "pwcnet" and len(meta["parameters"]["weights_sha256"]) == 64

@@ -1,0 +1,398 @@
+"""PWC-Net (Sun, Yang, Liu, Kautz, "PWC-Net: CNNs for Optical Flow Using Pyramid, Warping, and
+Cost Volume", CVPR 2018) in plain torch: no CUDA-only correlation kernel, runs on any device.
+
+Architecture (the released Caffe model as re-implemented by sniklaus/pytorch-pwc, whose
+``network-default`` weights :func:`convert_pwcnet_sniklaus` loads):
+
+- feature pyramid: 6 levels of 3 convs (3x3, LeakyReLU 0.1), the first of each with stride 2;
+  16, 32, 64, 96, 128, 196 channels at 1/2 .. 1/64 of the input;
+- per level, coarse (6) to fine (2): upsample the previous flow and features (4x4 transposed
+  convs), backward-warp the second image's features with the flow, a cost volume over a search
+  range of 4 (81 displacements; the mean over channels of the feature product, then LeakyReLU),
+  and a decoder of 5 densely connected 3x3 convs (128, 128, 96, 64, 32; each output is
+  concatenated in front of its input) followed by a 3x3 conv to 2 flow channels;
+- a context network of dilated 3x3 convs (dilation 1, 2, 4, 8, 16, 1, 1) on the level-2 decoder
+  features adds a residual to the level-2 flow;
+- the network predicts flow / 20 at 1/4 resolution (the Caffe training convention); ``forward``
+  returns it times 20, i.e. in pixels of the (multiple-of-64) network input at 1/4 resolution.
+
+:func:`estimate_pwcnet` resizes inputs to multiples of 64 (bilinear, like the reference), runs
+the network and resizes the flow back to the input size, scaling u by W/W64 and v by H/H64.
+
+Cost volume: a Python loop over the 81 displacements of a zero-padded second feature map, each
+step a product with a shifted *view* and a channel mean. Measured on 2 CPU cores (level 2 of a
+256x512 input, 32x64x128 features): loop 7-11 ms, ``F.unfold`` 70 ms, a 6-D ``unfold`` +
+``einsum`` 68 ms. ``unfold`` materialises 81 shifted copies of the features (81x the memory
+traffic) while the loop reads the same memory through views, so the loop wins everywhere except at
+the tiny coarsest level (4x8), where it hardly matters.
+
+Colour: the sniklaus weights expect BGR in [0, 1]; the converter flips the first convolution's
+input channels, so this module takes RGB in [0, 1] like everything else in vpcli.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vpcli.errors import UsageError, WeightsError
+from vpcli.preprocess import FlowEstimator
+
+SEARCH_RANGE = 4
+NUM_DISPLACEMENTS = (2 * SEARCH_RANGE + 1) ** 2          # 81
+PYRAMID_CHANNELS = (16, 32, 64, 96, 128, 196)            # levels 1..6
+DENSE_CHANNELS = (128, 128, 96, 64, 32)                  # decoder convs, densely connected
+CONTEXT_CHANNELS = (128, 128, 128, 96, 64, 32, 2)
+CONTEXT_DILATIONS = (1, 2, 4, 8, 16, 1, 1)
+FLOW_SCALE = 20.0                                        # the network predicts flow / 20
+LEVELS = (6, 5, 4, 3, 2)                                 # decoders, coarse to fine
+MULTIPLE = 64                                            # 6 stride-2 levels
+WEIGHTS_NAME = "pwcnet-sniklaus"
+WEIGHTS_URL = "https://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch"
+
+
+def _lrelu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def cost_volume(f1: torch.Tensor, f2: torch.Tensor, search_range: int = SEARCH_RANGE) -> torch.Tensor:
+    """Correlation of ``f1`` with ``f2`` shifted by every displacement in a (2r+1)^2 window.
+
+    ``f1, f2``: ``(B, C, H, W)``. Returns ``(B, (2r+1)^2, H, W)`` where channel
+    ``k = (dy + r) * (2r + 1) + (dx + r)`` holds ``mean_c f1[c, y, x] * f2[c, y + dy, x + dx]``
+    (zero outside ``f2``): the layout of the reference correlation layer (``x`` offset fastest).
+    """
+    b, c, h, w = f1.shape
+    r = search_range
+    k = 2 * r + 1
+    f2p = F.pad(f2, (r, r, r, r))  # zeros outside the image
+    if torch.is_grad_enabled() and (f1.requires_grad or f2.requires_grad):
+        outs = [(f1 * f2p[:, :, dy:dy + h, dx:dx + w]).mean(1) for dy in range(k) for dx in range(k)]
+        return torch.stack(outs, 1)
+    out = f1.new_empty((b, k * k, h, w))
+    i = 0
+    for dy in range(k):
+        for dx in range(k):
+            torch.sum(f1 * f2p[:, :, dy:dy + h, dx:dx + w], 1, out=out[:, i])  # no temporary list
+            i += 1
+    return out.div_(c)
+
+
+def backward_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``x`` at ``p + flow(p)`` (bilinear), zeroing pixels whose footprint leaves the image.
+
+    ``x``: ``(B, C, H, W)``; ``flow``: ``(B, 2, H, W)`` in pixels. Like the reference, a ones
+    channel is warped along and pixels where it drops below 0.999 (partly outside) are set to 0.
+    """
+    b, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
+                            torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
+    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0  # (B, H, W), align_corners=True normalisation
+    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)  # (B, H, W, 2), x first as grid_sample wants
+    ones = x.new_ones((b, 1, h, w))
+    out = F.grid_sample(torch.cat([x, ones], 1), grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
+                        align_corners=True)
+    mask = (out[:, -1:] > 0.999).to(out.dtype)
+    return out[:, :-1] * mask
+
+
+class FeaturePyramid(nn.Module):
+    """Six levels of (stride-2 conv, conv, conv), LeakyReLU 0.1 after each; returns levels 1..6."""
+
+    def __init__(self):
+        super().__init__()
+        chans = (3, *PYRAMID_CHANNELS)
+        self.levels = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1),
+                          nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1),
+                          nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1))
+            for cin, cout in itertools.pairwise(chans))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for level in self.levels:
+            x = level(x)
+            feats.append(x)
+        return feats  # [1/2, 1/4, ..., 1/64]
+
+
+def _decoder_in(level: int) -> int:
+    """Input channels of the level's decoder: the cost volume, plus (below level 6) the first
+    image's features, the upsampled flow and the upsampled decoder features (2 + 2)."""
+    return NUM_DISPLACEMENTS if level == 6 else NUM_DISPLACEMENTS + PYRAMID_CHANNELS[level - 1] + 2 + 2
+
+
+class FlowDecoder(nn.Module):
+    """One pyramid level: warp, cost volume, densely connected convs, flow prediction."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+        cin = _decoder_in(level)
+        if level < 6:
+            prev = _decoder_in(level + 1) + sum(DENSE_CHANNELS)  # the coarser decoder's feature width
+            self.upflow = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)
+            self.upfeat = nn.ConvTranspose2d(prev, 2, 4, stride=2, padding=1)
+            # Flow is carried in units of 1/20 full-resolution pixels; at level l a pixel is 2^l
+            # input pixels, so warping needs flow * 20 / 2^l (5.0 at level 2 ... 0.625 at level 5).
+            self.warp_scale = FLOW_SCALE / 2 ** level
+        widths = [cin]
+        self.dense = nn.ModuleList()
+        for cout in DENSE_CHANNELS:
+            self.dense.append(nn.Conv2d(sum(widths), cout, 3, padding=1))
+            widths.append(cout)
+        self.predict = nn.Conv2d(sum(widths), 2, 3, padding=1)
+
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor, prev_flow: torch.Tensor | None = None,
+                prev_feat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if prev_flow is None:
+            x = _lrelu(cost_volume(f1, f2))
+        else:
+            flow = self.upflow(prev_flow)
+            up = self.upfeat(prev_feat)
+            volume = _lrelu(cost_volume(f1, backward_warp(f2, flow * self.warp_scale)))
+            x = torch.cat([volume, f1, flow, up], 1)  # reference order
+        for conv in self.dense:
+            x = torch.cat([_lrelu(conv(x)), x], 1)  # dense: new features in front
+        return self.predict(x), x
+
+
+class ContextNetwork(nn.Module):
+    """Dilated convs on the level-2 decoder features; their output is added to the level-2 flow."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i, (cout, d) in enumerate(zip(CONTEXT_CHANNELS, CONTEXT_DILATIONS)):
+            layers.append(nn.Conv2d(cin, cout, 3, padding=d, dilation=d))
+            if i < len(CONTEXT_CHANNELS) - 1:
+                layers.append(nn.LeakyReLU(0.1))
+            cin = cout
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass(frozen=True)
+class PWCNetConfig:
+    """PWC-Net has no free hyper-parameters here: the pretrained weights fix every width. The
+    config records them (and is what a manifest entry's ``config`` maps to)."""
+
+    search_range: int = SEARCH_RANGE
+    pyramid_channels: tuple[int, ...] = PYRAMID_CHANNELS
+
+    def __post_init__(self):
+        if self.search_range != SEARCH_RANGE or tuple(self.pyramid_channels) != PYRAMID_CHANNELS:
+            raise UsageError(f"PWC-Net supports search_range={SEARCH_RANGE} and pyramid_channels={PYRAMID_CHANNELS} "
+                             f"only, got {self.search_range} and {tuple(self.pyramid_channels)}",
+                             "the layer widths follow from these; drop them from the config")
+
+
+class PWCNet(nn.Module):
+    """``forward(img1, img2)``: RGB ``(B, 3, H, W)`` in [0, 1], H and W multiples of 64 ->
+    flow ``(B, 2, H/4, W/4)`` from img1 to img2 in pixels of the input. Use
+    :func:`estimate_pwcnet` for any size."""
+
+    def __init__(self, config: PWCNetConfig | None = None):
+        super().__init__()
+        self.config = config or PWCNetConfig()
+        self.extractor = FeaturePyramid()
+        self.decoders = nn.ModuleDict({f"level{lv}": FlowDecoder(lv) for lv in LEVELS})
+        self.context = ContextNetwork(_decoder_in(2) + sum(DENSE_CHANNELS))
+
+    def forward(self, img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = img1.shape
+        if h % MULTIPLE or w % MULTIPLE:
+            raise ValueError(f"PWCNet.forward needs H and W multiples of {MULTIPLE}, got {h}x{w}; "
+                             "use estimate_pwcnet for other sizes")
+        feats = self.extractor(torch.cat([img1, img2], 0))  # one pass for both images: (2B, C, h, w) per level
+        flow = feat = None
+        for lv in LEVELS:
+            f1, f2 = feats[lv - 1][:b], feats[lv - 1][b:]
+            flow, feat = self.decoders[f"level{lv}"](f1, f2, flow, feat)
+        flow = flow + self.context(feat)
+        return flow * FLOW_SCALE
+
+
+def estimate_pwcnet(model: PWCNet, img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+    """Flow ``(B, 2, H, W)`` for RGB ``(B, 3, H, W)`` in [0, 1] of any size.
+
+    As the reference: bilinear resize (align_corners=False) to the next multiples of 64, the
+    network, bilinear resize of its 1/4-resolution flow back to H x W, u scaled by W / W64 and v
+    by H / H64 (the flow is in pixels of the resized input).
+    """
+    _, _, h, w = img1.shape
+    h64, w64 = (int(math.ceil(s / MULTIPLE) * MULTIPLE) for s in (h, w))
+    if (h64, w64) != (h, w):
+        img1 = F.interpolate(img1, size=(h64, w64), mode="bilinear", align_corners=False)
+        img2 = F.interpolate(img2, size=(h64, w64), mode="bilinear", align_corners=False)
+    flow = model(img1, img2)
+    flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
+    scale = torch.tensor([w / w64, h / h64], dtype=flow.dtype, device=flow.device).view(1, 2, 1, 1)
+    return flow * scale
+
+
+# --------------------------------------------------------------------------------------------
+# Weights: sniklaus/pytorch-pwc -> ours
+
+_NUMBERS = {"One": 1, "Two": 2, "Thr": 3, "Fou": 4, "Fiv": 5, "Six": 6}
+_N = "One|Two|Thr|Fou|Fiv|Six"
+_RULES = (
+    # moduleExtractor.moduleOne.0.weight -> extractor.levels.0.0.weight
+    (re.compile(rf"Extractor\.(?:module|net)({_N})\.(\d+)\.(weight|bias)"),
+     lambda m: f"extractor.levels.{_NUMBERS[m[1]] - 1}.{m[2]}.{m[3]}"),
+    # moduleTwo.moduleUpflow.weight -> decoders.level2.upflow.weight
+    (re.compile(rf"({_N})\.(?:module|net)Up(flow|feat)\.(weight|bias)"),
+     lambda m: f"decoders.level{_NUMBERS[m[1]]}.up{m[2]}.{m[3]}"),
+    # moduleTwo.moduleOne.0.weight .. moduleFiv -> decoders.level2.dense.0 .. 4; moduleSix -> predict
+    (re.compile(rf"({_N})\.(?:module|net)({_N})\.0\.(weight|bias)"),
+     lambda m: (f"decoders.level{_NUMBERS[m[1]]}.predict.{m[3]}" if m[2] == "Six"
+                else f"decoders.level{_NUMBERS[m[1]]}.dense.{_NUMBERS[m[2]] - 1}.{m[3]}")),
+    # moduleRefiner.moduleMain.0.weight -> context.net.0.weight
+    (re.compile(r"Refiner\.(?:module|net)Main\.(\d+)\.(weight|bias)"),
+     lambda m: f"context.net.{m[1]}.{m[2]}"),
+)
+_FIRST_CONV = "extractor.levels.0.0.weight"
+
+
+def convert_pwcnet_sniklaus(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a sniklaus/pytorch-pwc state dict (``network-default.pytorch``; keys ``moduleX...``
+    as stored, or ``netX...`` as its run.py renames them) to :class:`PWCNet`'s names.
+
+    The first convolution's input channels are reversed (BGR -> RGB). Every key must be
+    recognised and the result must match :class:`PWCNet` exactly, else :class:`WeightsError`.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        stem = re.sub(r"^(module\.)?(module|net)", "", key)  # drop DataParallel's "module." and the prefix
+        for pattern, name in _RULES:
+            m = pattern.fullmatch(stem)
+            if m:
+                out[name(m)] = value
+                break
+        else:
+            raise WeightsError(f"unexpected key {key!r} in PWC-Net weights",
+                               "expected sniklaus/pytorch-pwc network-default weights")
+    if _FIRST_CONV in out:
+        out[_FIRST_CONV] = out[_FIRST_CONV].flip(1)  # (16, 3, 3, 3): BGR input channels -> RGB
+    _check_state(out)
+    return out
+
+
+def _check_state(state: dict[str, torch.Tensor]) -> None:
+    with torch.device("meta"):  # names and shapes only, no memory or initialisation
+        ref = PWCNet().state_dict()
+    missing = sorted(set(ref) - set(state))
+    extra = sorted(set(state) - set(ref))
+    if missing or extra:
+        raise WeightsError(f"PWC-Net weights do not match the architecture: {len(missing)} missing "
+                           f"(e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})",
+                           "expected sniklaus/pytorch-pwc network-default weights or a vpcli PWC-Net export")
+    for k, v in ref.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise WeightsError(f"PWC-Net weights: {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}",
+                               "expected sniklaus/pytorch-pwc network-default weights")
+
+
+def load_pwcnet_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Our state dict from a file: a vpcli ``.safetensors`` export, or the sniklaus ``.pytorch``
+    (a plain state dict, read with ``torch.load(weights_only=True)``: nothing is unpickled)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # any reader failure means a bad weights file
+        raise WeightsError(f"cannot read PWC-Net weights {path}: {type(err).__name__}: {str(err).splitlines()[0]}",
+                           "expected a .safetensors file or sniklaus' network-default.pytorch") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a flat state dict of tensors",
+                           "expected a .safetensors file or sniklaus' network-default.pytorch")
+    if any(k.startswith(("extractor.", "decoders.", "context.")) for k in state):
+        _check_state(state)
+        return dict(state)
+    return convert_pwcnet_sniklaus(state)
+
+
+def _missing_weights(name: str, err: WeightsError) -> WeightsError:
+    return WeightsError(
+        f"PWC-Net needs pretrained weights and {name!r} cannot be resolved: {err.message}",
+        f"download network-default.pytorch (sniklaus/pytorch-pwc, weights converted from NVlabs PWC-Net, "
+        f"CC BY-NC-SA 4.0) from {WEIGHTS_URL} and pass --weights /path/to/network-default.pytorch; "
+        f"or use --method dis, which needs no weights")
+
+
+# --------------------------------------------------------------------------------------------
+# The flow backend
+
+
+class PWCNetFlow(FlowEstimator):
+    """PWC-Net as a :class:`FlowEstimator` (torch input kind; numpy frames are converted).
+
+    ``weights``: a manifest name (default ``pwcnet-sniklaus``) or a file path. ``model``: use
+    this module as is (tests, benchmarks with random weights). ``precision``: ``fp32`` or
+    ``bf16`` (autocast; CPU and CUDA). ``channels_last``: NHWC memory format for the convolutions.
+    """
+
+    name = "pwcnet"
+    input_kind = "torch"
+
+    def __init__(self, weights: str | Path | None = None, *, model: PWCNet | None = None, device: Any = "cpu",
+                 precision: str = "fp32", channels_last: bool = False):
+        if precision not in ("fp32", "bf16"):
+            raise UsageError(f"unknown precision {precision!r}", "choose fp32 or bf16")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: torch sees no CUDA device", "use --device cpu")
+        self.precision = precision
+        self.channels_last = bool(channels_last)
+        self.weights_name: str | None = None
+        self.weights_sha256: str | None = None
+        if model is None:
+            model = PWCNet()
+            model.load_state_dict(self._load(weights if weights is not None else WEIGHTS_NAME))
+        self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _load(self, weights: str | Path) -> dict[str, torch.Tensor]:
+        from vpcli.weights import resolve_weights
+        try:
+            resolved = resolve_weights(weights)
+        except WeightsError as err:
+            if type(err) is not WeightsError:  # a checksum failure says what to do already
+                raise
+            raise _missing_weights(str(weights), err) from err
+        self.weights_name = resolved.name or str(resolved.path)
+        self.weights_sha256 = resolved.sha256
+        return load_pwcnet_state(resolved.path)
+
+    def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            a, b = a.contiguous(memory_format=torch.channels_last), b.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
+            flow = estimate_pwcnet(self.model, a, b)
+        return flow.float().contiguous()
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, "weights": self.weights_name, "weights_sha256": self.weights_sha256,
+                "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
+                "search_range": SEARCH_RANGE, "input_multiple": MULTIPLE}
