@@ -1,4 +1,4 @@
-"""`vpcli eval`: thin CLI over `vpcli.api`."""
+"""`vpcli eval`: thin CLI over `vpcli.api.evaluate` (engine: vpcli.engine.evaluator)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,32 +7,101 @@ from typing import Annotated, Optional
 import typer
 
 from vpcli.cli.common import (
-    BatchSize,
     Device,
     Json,
-    OutDir,
     Overwrite,
     Seed,
 )
 
+_FOLDERS = "Predictions on disk"
+_MODEL = "Best-of-N protocol for a predictor"
+_METRICS = "Metrics"
+
 
 def evaluate(
-    pred: Annotated[Optional[Path], typer.Option(help="Folder of predictions.")] = None,
-    gt: Annotated[Optional[Path], typer.Option(help="Folder of ground truth, matched by name.")] = None,
-    metric: Annotated[str, typer.Option(help="Comma-separated: psnr,ssim,msssim,lpips,fvd,miou,...")] = "psnr,ssim",
-    method: Annotated[Optional[str], typer.Option(help="Evaluate a predictor with the best-of-N protocol.")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Weights for --method.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Test data for --method.")] = None,
-    samples: Annotated[int, typer.Option(min=1, help="Samples per sequence for best-of-N.")] = 100,
-    out: OutDir = Path("eval"),
-    batch_size: BatchSize = 8, device: Device = "cpu", seed: Seed = 0, json: Json = False,
+    pred: Annotated[Optional[Path], typer.Option(
+        help="Folder of predictions (or one clip). NAME/sample_000.mp4 ... are samples of NAME.",
+        rich_help_panel=_FOLDERS)] = None,
+    gt: Annotated[Optional[Path], typer.Option(
+        help="Folder of ground truth (or one clip), matched to --pred by relative path without extension.",
+        rich_help_panel=_FOLDERS)] = None,
+    gt_offset: Annotated[int, typer.Option(
+        min=0, help="Skip this many leading ground-truth frames (context kept in the clips).",
+        rich_help_panel=_FOLDERS)] = 0,
+    align: Annotated[bool, typer.Option(
+        "--align", help="Truncate both to the shorter length and resize predictions to the ground truth's "
+                        "size (with a warning) instead of failing.", rich_help_panel=_FOLDERS)] = False,
+    method: Annotated[Optional[str], typer.Option(
+        help="Predictor to evaluate (copy-last, convlstm, slamp, ...).", rich_help_panel=_MODEL)] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        help="Run folder of `vpcli train`, a checkpoint beside its config.yaml, or a manifest name; "
+             "omit for parameter-free methods.", rich_help_panel=_MODEL)] = None,
+    data: Annotated[Optional[str], typer.Option(
+        help="Test data: a folder of clips or synthetic:NAME (default: the weights' data source).",
+        rich_help_panel=_MODEL)] = None,
+    samples: Annotated[int, typer.Option(
+        min=1, help="Samples per sequence (one batch); the best per sequence and metric is kept.",
+        rich_help_panel=_MODEL)] = 100,
+    context: Annotated[Optional[int], typer.Option(
+        min=1, help="Context frames (default: the weights' config).", rich_help_panel=_MODEL)] = None,
+    horizon: Annotated[Optional[int], typer.Option(
+        min=1, help="Future frames to predict and score (default: the weights' config).",
+        rich_help_panel=_MODEL)] = None,
+    num_sequences: Annotated[Optional[int], typer.Option(
+        min=1, help="Evaluate at most this many test sequences (synthetic sources: default 100).",
+        rich_help_panel=_MODEL)] = None,
+    split: Annotated[str, typer.Option(
+        help="Split of --data to use: train, val, test or all.", rich_help_panel=_MODEL)] = "test",
+    size: Annotated[Optional[str], typer.Option(
+        metavar="HxW", help="Frame size, e.g. 64x64 (default: the weights' config).",
+        rich_help_panel=_MODEL)] = None,
+    metric: Annotated[str, typer.Option(
+        help="Comma-separated: psnr, ssim, ms-ssim, lpips, csim, mse, mae, bce, miou, fvd.",
+        rich_help_panel=_METRICS)] = "psnr,ssim",
+    metric_weights: Annotated[Optional[list[str]], typer.Option(
+        metavar="METRIC=WEIGHTS", help="Weights for lpips, csim or fvd: a file or manifest name (repeatable).",
+        rich_help_panel=_METRICS)] = None,
+    untrained_metrics: Annotated[bool, typer.Option(
+        "--untrained-metrics", help="Random-init networks for lpips/csim/fvd: a smoke test, values not "
+                                    "comparable (recorded in results.json).", rich_help_panel=_METRICS)] = False,
+    lpips_net: Annotated[str, typer.Option(help="LPIPS backbone: alex or vgg.", rich_help_panel=_METRICS)] = "alex",
+    num_classes: Annotated[int, typer.Option(min=1, help="Classes of the label maps (miou).",
+                                             rich_help_panel=_METRICS)] = 19,
+    miou_classes: Annotated[Optional[str], typer.Option(
+        help="Classes averaged by miou: all (present), hvp-moving (HVP's 8 moving classes) or ids 11,12,13.",
+        rich_help_panel=_METRICS)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Output folder (refused if it exists, unless --overwrite).")] = Path("eval"),
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Sequences per predict call (each with --samples samples).")] = 8,
+    device: Device = "cpu", seed: Seed = 0, json: Json = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Evaluate predictions: results.json, results.csv and per-time-step plots.
+    """Score predictions: mean, 95% CI and per-frame curves of each metric, best of N samples.
 
-    Example: vpcli eval --pred preds/ --gt clips/ --metric psnr,ssim,lpips --out eval/
+    Writes results.json, results.csv (one row per sequence and metric), plot_<metric>.png and
+    best.mp4 / worst.mp4 (context | ground truth | best sample) to --out, and prints a table
+    (--json: one JSON line per sequence, then a summary line).
+
+    Folders: clips are matched by relative path without extension (videos, frame folders,
+    sequence folders, .npz stacks of 'frames' or 'labels'); NAME/sample_K.* are samples of NAME.
+    Predictor: --batch-size sequences per predict call, each with --samples samples.
+
+    Example: vpcli eval --pred preds/ --gt clips/ --gt-offset 10 --metric psnr,ssim,lpips --out eval/
+
+    Example: vpcli eval --method convlstm --weights runs/a --samples 100 --metric psnr,ssim --out eval/
     """
     from vpcli import api
-    api.evaluate(pred=pred, gt=gt, metric=metric, method=method, weights=weights, data=data,
-                 samples=samples, out=out, batch_size=batch_size, device=device, seed=seed, json=json,
-                 overwrite=overwrite)
+    from vpcli.cli.render_eval import EvalRenderer, print_summary
+
+    renderer = EvalRenderer(json)
+    try:
+        results = api.evaluate(
+            pred=pred, gt=gt, gt_offset=gt_offset, align=align, method=method, weights=weights, data=data,
+            samples=samples, context=context, horizon=horizon, num_sequences=num_sequences, split=split, size=size,
+            metric=metric, metric_weights=metric_weights, untrained_metrics=untrained_metrics, lpips_net=lpips_net,
+            num_classes=num_classes, miou_classes=miou_classes, out=out, batch_size=batch_size, device=device,
+            seed=seed, overwrite=overwrite, callback=renderer)
+    finally:
+        renderer.stop()
+    print_summary(results, as_json=json)
