@@ -1,0 +1,472 @@
+"""SLAMP and SLAMP-Baseline (Akan, Erdem, Erdem, Güney: "SLAMP: Stochastic Latent Appearance and
+Motion Prediction", ICCV 2021; paper: ../shared/papers/004_*.txt; code: github.com/kaanakan/slamp).
+
+SLAMP-Baseline (Sec. 3.2, App. A Fig. 11) is SVG-LP (Denton & Fergus 2018) with two more
+decoders: one stochastic latent ``z_t`` (learned prior), one frame-predictor LSTM whose output
+``g_t`` is decoded three ways -- an appearance frame ``x^p_t`` (pixel decoder), a flow field that
+warps ``x_{t-1}`` into ``x^f_t`` (flow decoder), and a mask that blends the two (Eq. 1).
+
+SLAMP (Sec. 3.2-3.4, Fig. 3) splits the latent in two: an appearance latent ``z^p_t`` from pixel
+features and a motion latent ``z^f_t`` from a *motion encoder* over frame pairs, each with its
+own posterior, learned prior and frame predictor (static / dynamic). The motion prior and the
+dynamic predictor read the motion of the previous step, ``h^f_{t-1} = MotionEnc(x_{t-2},
+x_{t-1})`` (Eq. 5-6): the motion history. Training maximises the ELBO of Eq. 3: L2 on ``x^p_t``,
+``x^f_t`` and ``x_t`` plus ``beta`` times the two KL terms.
+
+Architecture facts come from the paper's App. C and the authors' code (file names below are in
+kaanakan/slamp). Module names are the authors' component names (``helpers.get_model_*``), and
+every parameter maps one to one onto their checkpoints (see vpcli/weights/convert_slamp.py).
+
+One transition ``t-1 -> t`` (``helpers.train_step`` / ``eval_step``), for t = 1 ... T-1::
+
+    h_{t-1}, skip = Enc(x_{t-1});  skips = running mean of skip over steps 1..t (App. C.2)
+    h_t = Enc(x_t);  h^f_t = MotionEnc(x_{t-1}, x_t)                [only when x_t is known]
+    z^p_t ~ q(h_t) (train, context) or p(h_{t-1}) (future)          Gaussian LSTMs
+    z^f_t ~ q(h^f_t) (train, context) or p(h^f_{t-1}) (future)
+    g^p_t = LSTM_static([h_{t-1}, z^p_t]);  g^f_t = LSTM_dynamic([h^f_{t-1}, z^f_t])
+    x^p_t = PixelDec(g^p_t, skips);  f_t = FlowDec(g^f_t, skips);  x^f_t = clamp(warp(x_{t-1}, f_t))
+    m_t = MaskDec([x^p_t, x^f_t]);  x_t_hat = m_t x^p_t + (1 - m_t) x^f_t       (Eq. 1)
+
+``f_t`` is a *backward* flow of frame t (DESIGN.md convention: where each pixel of frame t
+comes from in frame t-1); the first step's motion history is the zero motion
+``MotionEnc(x_0, x_0)`` (Sec. 3.4).
+
+Backbones: ``dcgan64`` (MNIST), ``vgg64`` (KTH, BAIR) encode a 64x64 frame to a vector and use
+linear LSTMs; ``kitti`` (92x310) and ``cityscapes`` (128x256) share one image encoder whose
+features feed small conv encoders for appearance and motion, with ConvLSTMs on 4x4 / 4x8 maps
+(App. C "Training details for KITTI and Cityscapes"; ``models/kitti_models.py``,
+``models/cityscapes_models.py``, ``models/conv_lstms.py``).
+
+Deliberate differences from the authors' code (each also noted where it happens):
+
+* recurrent state is passed around instead of stored on modules, so ``predict`` runs the ``S``
+  samples as one batch, encodes each context frame once, and keeps no history;
+* a frame's encoding is reused when that frame is the next step's input (the reference encodes
+  it twice; same values, BatchNorm running statistics are updated once instead of twice);
+* ``predict`` uses the module mode the caller set (``model.eval()``: BatchNorm running
+  statistics). The reference evaluates with encoders/decoders in *train* mode (batch statistics),
+  which makes a sample depend on the others in its batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vpcli.errors import InputError
+from vpcli.nn.encoders import (
+    KITTI_POOLS,
+    DCGAN64Decoder,
+    DCGAN64Encoder,
+    SpatialEncoder,
+    StreetDecoder,
+    StreetEncoder,
+    VGG64Decoder,
+    VGG64Encoder,
+    conv_bn_lrelu,
+)
+from vpcli.nn.gaussian_lstm import (
+    ConvLSTMStack,
+    GaussianConvLSTM,
+    GaussianLSTM,
+    LSTMStack,
+    gaussian_kl,
+    reparameterize,
+)
+from vpcli.nn.se import SqueezeExcitation
+from vpcli.nn.warp import backward_warp
+from vpcli.predictors.base import Batch, Losses, Predictor, TrainState
+from vpcli.registry import register
+
+Backbone = Literal["dcgan64", "vgg64", "kitti", "cityscapes"]
+STREET = ("kitti", "cityscapes")
+# noise(kind, t, shape) -> standard-normal eps for latent `kind` ("app" / "motion") at target frame t;
+# shape is (B, S, *z) in predict and (B, *z) in loss.
+NoiseFn = Callable[[str, int, tuple], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- configs
+
+@dataclass
+class _Common:
+    """Fields both models share. Defaults: Stochastic Moving MNIST (README "Training", args.py)."""
+
+    channels: int = 1                 # 1 for MNIST / KTH, 3 for BAIR / KITTI / Cityscapes
+    context: int = 5                  # n_past
+    backbone: Backbone = "dcgan64"    # App. C.2: DCGAN for MNIST, VGG for KTH/BAIR; street models
+    nf: int = 64                      # base conv width of encoders/decoders (64 in every published model)
+    rnn_size: int = 256               # args.py: LSTM width
+    predictor_rnn_layers: int = 2     # args.py
+    posterior_rnn_layers: int = 1     # args.py
+    prior_rnn_layers: int = 1         # args.py
+    mask_channels: int = 64           # App. C.2: "64-channel filters at each layer"
+    beta: float = 1e-4                # App. C.3 (MNIST); KL weight of Eq. 3
+    running_avg: bool = True          # App. C.2: average of all skips so far (args.py: always on)
+    last_frame_skip: bool = True      # skips keep updating with generated frames (args.py: always on)
+
+    def _validate(self, dims: dict[str, int]) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        for name, v in {"context": self.context, "nf": self.nf, "rnn_size": self.rnn_size,
+                        "predictor_rnn_layers": self.predictor_rnn_layers, "mask_channels": self.mask_channels,
+                        "posterior_rnn_layers": self.posterior_rnn_layers,
+                        "prior_rnn_layers": self.prior_rnn_layers, **dims}.items():
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if self.backbone not in ("dcgan64", "vgg64", *STREET):
+            raise ValueError(f"backbone must be dcgan64, vgg64, kitti or cityscapes, got {self.backbone!r}")
+        if self.backbone in STREET and self.nf % 2:
+            raise ValueError(f"street backbones need an even nf (widths nf * 3/2), got {self.nf}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+
+@dataclass
+class SLAMPConfig(_Common):
+    g_dim_app: int = 128              # App. C.2: h_appearance = 128 (64 for KITTI/Cityscapes, README)
+    g_dim_motion: int = 128           # App. C.2: h_motion = 128
+    z_dim_app: int = 20               # README: 20 MNIST, 50 KTH, 64 BAIR, 32 KITTI/Cityscapes
+    z_dim_motion: int = 20
+    motion_skip: bool = False         # args.py --motion_skip (off in every README command): flow
+                                      # decoder takes the motion encoder's skips, 64x64 models only
+
+    def __post_init__(self):
+        self._validate({"g_dim_app": self.g_dim_app, "g_dim_motion": self.g_dim_motion,
+                        "z_dim_app": self.z_dim_app, "z_dim_motion": self.z_dim_motion})
+        if self.backbone in STREET and self.g_dim_app != self.g_dim_motion:
+            # helpers.get_model_real asserts it: both branches read the shared encoder's 2*g channels
+            raise ValueError(f"street backbones need g_dim_app == g_dim_motion, got {self.g_dim_app} and "
+                             f"{self.g_dim_motion}")
+        if self.motion_skip and self.backbone in STREET:
+            raise ValueError("motion_skip needs a 64x64 backbone (the street motion encoder has no skips)")
+
+
+@dataclass
+class SLAMPBaselineConfig(_Common):
+    g_dim: int = 128                  # App. C.2: h_appearance = 128
+    z_dim: int = 20                   # not stated for the baseline: SLAMP's appearance latent size
+
+    def __post_init__(self):
+        self._validate({"g_dim": self.g_dim, "z_dim": self.z_dim})
+
+
+# --------------------------------------------------------------------------- layers
+
+class MaskPredictor(nn.Module):
+    """App. C.2: five 3x3 conv layers of 64 channels at full resolution, an SE layer after every
+    two, sigmoid output (one channel). ``models/mask_predictor.py``: conv-BN-LeakyReLU blocks."""
+
+    def __init__(self, in_channels: int, width: int = 64):
+        super().__init__()
+        self.c1 = nn.Sequential(conv_bn_lrelu(in_channels, width), conv_bn_lrelu(width, width), SqueezeExcitation(width))
+        self.c2 = nn.Sequential(conv_bn_lrelu(width, width), conv_bn_lrelu(width, width), SqueezeExcitation(width))
+        self.c3 = nn.Sequential(nn.Conv2d(width, 1, 3, 1, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c3(self.c2(self.c1(x)))  # (B, 2C, H, W) -> (B, 1, H, W)
+
+
+class Frame(NamedTuple):
+    """One frame, encoded."""
+
+    h: torch.Tensor                   # appearance features: (B, g) or (B, g, h, w) for street backbones
+    skips: list[torch.Tensor]         # the pixel encoder's skip maps, fine to coarse
+    m: torch.Tensor                   # what the motion encoder reads: the frame itself (64x64 models)
+                                      # or the shared encoder's features (street models)
+
+
+class Decoded(NamedTuple):
+    app: torch.Tensor                 # x^p_t, appearance prediction (B, C, H, W)
+    flow: torch.Tensor                # f_t, backward flow of frame t in pixels (B, 2, H, W)
+    motion: torch.Tensor              # x^f_t = x_{t-1} warped by f_t (B, C, H, W)
+    mask: torch.Tensor                # m_t (B, 1, H, W): weight of the appearance prediction
+    x: torch.Tensor                   # Eq. 1, the final prediction (B, C, H, W)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """``utils.init_weights``: conv / linear weights N(0, 0.02) (biases keep PyTorch's default),
+    BatchNorm weights N(1, 0.02) and biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------- the shared model
+
+class _SLAMPFamily(Predictor):
+    """Encoders, decoders and the recurrence of both models; subclasses add their latents."""
+
+    def __init__(self, config: _Common, g_app: int, g_flow: int):
+        super().__init__(config)
+        c, nc = config, config.channels
+        self.street = c.backbone in STREET
+        if self.street:
+            # App. C: a shared encoder down-samples the frame; pixel (and motion) encoders act on it.
+            pools, stride = (KITTI_POOLS, 1) if c.backbone == "kitti" else (None, 2)
+            self.img_encoder = StreetEncoder(2 * g_app, nc, c.nf, pools=pools, c5_stride=stride)
+            self.pixel_encoder = SpatialEncoder(g_app, 2 * g_app, c.nf)
+            self.pixel_decoder = StreetDecoder(g_app, nc, c.nf)
+            self.flow_decoder = StreetDecoder(g_flow, 2, c.nf, sigmoid=False)
+        else:
+            enc, dec = (DCGAN64Encoder, DCGAN64Decoder) if c.backbone == "dcgan64" else (VGG64Encoder, VGG64Decoder)
+            self.pixel_encoder = enc(g_app, nc, c.nf)
+            self.pixel_decoder = dec(g_app, nc, c.nf)
+            self.flow_decoder = dec(g_flow, 2, c.nf, sigmoid=False)  # 2 channels (u, v), no activation
+        self.mask_decoder = MaskPredictor(2 * nc, c.mask_channels)
+        self.lstm_cls = ConvLSTMStack if self.street else LSTMStack
+        self.gauss_cls = GaussianConvLSTM if self.street else GaussianLSTM
+
+    def _init_weights(self) -> None:
+        # helpers.get_model_generic initialises every component this way; get_model_real leaves
+        # the ConvLSTMs at PyTorch's defaults.
+        for child in self.children():
+            if not isinstance(child, (ConvLSTMStack, GaussianConvLSTM)):
+                _init_weights(child)
+
+    # --- pieces ----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Frame:
+        if self.street:
+            feat, skips = self.img_encoder(x)          # (B, 2g, h, w), 5 skips
+            return Frame(self.pixel_encoder(feat), skips, feat)
+        h, skips = self.pixel_encoder(x)               # (B, g), 4 skips
+        return Frame(h, skips, x)
+
+    def motion(self, m_prev: torch.Tensor, m_next: torch.Tensor):
+        """``h^f`` (and the motion encoder's skips, 64x64 models) for a frame pair (Eq. 4)."""
+        return None, None
+
+    def _decode(self, g_app: torch.Tensor, g_flow: torch.Tensor, skips: list, flow_skips: list,
+                x_in: torch.Tensor) -> Decoded:
+        if self.street:
+            size = x_in.shape[-2:]
+            app = self.pixel_decoder(g_app, skips, size)
+            flow = self.flow_decoder(g_flow, flow_skips, size)
+        else:
+            app = self.pixel_decoder(g_app, skips)
+            flow = self.flow_decoder(g_flow, flow_skips)
+        warped = backward_warp(x_in, flow).clamp(0, 1)   # x^f_t (flow_utils.warp, then clamp as train_step)
+        mask = self.mask_decoder(torch.cat([app, warped], 1))
+        return Decoded(app, flow, warped, mask, mask * app + (1 - mask) * warped)  # Eq. 1
+
+    def _update_skips(self, avg: list | None, skip: list, t: int, context: int) -> list | None:
+        """App. C.2: the decoders' skips are the running mean of the skips of every input frame so
+        far (steps 1..t), generated ones included; ``last_frame_skip=False`` freezes them after
+        the context as SVG does (the reference's update rule, kept as is)."""
+        c = self.config
+        if not (c.last_frame_skip or t < context):
+            return avg
+        if avg is None or t == 1 or not c.running_avg:
+            return list(skip)
+        return [(a * (t - 1) + s) / t for a, s in zip(avg, skip)]
+
+    def _latent_step(self, st: dict, cur_h: torch.Tensor, last_motion: Any, post: tuple | None, t: int,
+                     eps: Callable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Update the Gaussian LSTMs and frame predictor(s); -> (g_app, g_flow, elementwise-KL sum)."""
+        raise NotImplementedError
+
+    def _check(self, rgb: torch.Tensor) -> None:
+        c = self.config
+        if rgb.dim() != 5 or rgb.shape[2] != c.channels:
+            raise InputError(f"{self.name} expects rgb (B, T, {c.channels}, H, W), got {tuple(rgb.shape)}",
+                             "set model.channels / data.channels to the clips' channel count")
+        h, w = rgb.shape[-2:]
+        if c.backbone in ("dcgan64", "vgg64") and (h, w) != (64, 64):
+            raise InputError(f"the {c.backbone} backbone takes 64x64 frames, got {h}x{w}",
+                             "set data.size to [64, 64] or use a street backbone (kitti, cityscapes)")
+        if c.backbone == "cityscapes" and (h % 32 or w % 32):
+            raise InputError(f"the cityscapes backbone needs H and W divisible by 32, got {h}x{w}",
+                             "use 128x256 (the paper's size) or another multiple of 32")
+
+    @staticmethod
+    def _noise(noise: NoiseFn | None, lead: tuple, generator: torch.Generator | None):
+        """eps(kind, t, like) -> standard normal shaped like ``like`` ((prod(lead), *z))."""
+        def draw(kind: str, t: int, like: torch.Tensor) -> torch.Tensor:
+            shape = (*lead, *like.shape[1:])
+            if noise is None:
+                return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype).view(like.shape)
+            e = noise(kind, t, shape)
+            if tuple(e.shape) != shape:
+                raise ValueError(f"noise({kind!r}, {t}) must have shape {shape}, got {tuple(e.shape)}")
+            return e.to(like).reshape(like.shape)  # (B, S, *z) -> (B*S, *z), sample-minor
+        return draw
+
+    # --- training --------------------------------------------------------------------------
+    def loss(self, batch: Batch, state: TrainState, noise: NoiseFn | None = None) -> Losses:
+        """Eq. 3 over every transition of the clip (the reference trains on all T-1 steps, the
+        context ones included, with posterior latents): the three L2 terms summed over time plus
+        ``beta`` x KL (summed over latent units and time, averaged over the batch)."""
+        c, x = self.config, batch["rgb"]            # (B, T, C, H, W)
+        self._check(x)
+        b, n = x.shape[0], x.shape[1]
+        eps = self._noise(noise, (b,), None)        # training noise: the global RNG the engine seeds
+        st: dict = {}
+        skips = None
+        x_in, cur = x[:, 0], self.encode(x[:, 0])
+        last_motion, last_mskip = self.motion(cur.m, cur.m)  # Sec. 3.4: zero motion before the first pair
+        mse_app = mse_motion = mse = kl = x.new_zeros(())
+        for t in range(1, n):
+            skips = self._update_skips(skips, cur.skips, t, c.context)
+            tgt = self.encode(x[:, t])
+            h_motion, mskip = self.motion(cur.m, tgt.m)      # posterior motion input: x_{t-1} -> x_t
+            g_app, g_flow, kl_t = self._latent_step(st, cur.h, last_motion, (tgt.h, h_motion), t, eps)
+            out = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in)
+            mse_app = mse_app + F.mse_loss(out.app, x[:, t])
+            mse_motion = mse_motion + F.mse_loss(out.motion, x[:, t])
+            mse = mse + F.mse_loss(out.x, x[:, t])
+            kl = kl + kl_t / b                               # helpers.kl_criterion: sum / batch
+            last_motion, last_mskip = h_motion, mskip
+            if t + 1 == n:
+                break
+            # App. C.1 scheduled sampling (train_step): after the context, feed the ground truth
+            # with probability teacher_forcing (inverse-sigmoid decay), else the detached prediction.
+            if t < c.context or state.teacher_forcing >= 1 or float(torch.rand(())) < state.teacher_forcing:
+                x_in, cur = x[:, t], tgt
+            else:
+                x_in = out.x.detach()
+                cur = self.encode(x_in)
+        total = mse_app + mse_motion + mse + c.beta * kl
+        steps = n - 1
+        return {"loss": total, "mse": mse / steps, "mse_app": mse_app / steps, "mse_motion": mse_motion / steps,
+                "kl": kl / steps}
+
+    def _flow_skips(self, skips: list, last_mskip: list | None) -> list:
+        return skips
+
+    # --- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, context: Batch, horizon: int, samples: int = 1, generator: torch.Generator | None = None,
+                *, noise: NoiseFn | None = None) -> Iterator[torch.Tensor]:
+        """Yield ``horizon`` frames ``(B, S, C, H, W)`` in [0, 1], one step at a time.
+
+        Context steps draw latents from the posteriors, later steps from the learned priors
+        (Sec. 3.4, Fig. 10), so each sample reads its context through its own posterior draws as
+        in ``eval_step``. The encoders see each context frame once, at batch ``B``; only the cheap
+        recurrent part and the generated frames run at ``B * S``. ``noise`` replaces the Gaussian
+        draws (see :data:`NoiseFn`); otherwise they come from ``generator``.
+        """
+        rgb = context["rgb"]                                 # (B, T0, C, H, W)
+        self._check(rgb)
+        b, t0 = rgb.shape[:2]
+        s = samples
+        if horizon < 0 or s < 1:
+            raise ValueError(f"horizon must be >= 0 and samples >= 1, got {horizon} and {samples}")
+        eps = self._noise(noise, (b, s), generator)
+
+        def rep(v):  # (B, ...) -> (B*S, ...): each clip repeated S times in a row (sample-minor)
+            return None if v is None else (v.repeat_interleave(s, 0) if torch.is_tensor(v) else [rep(u) for u in v])
+
+        st: dict = {}
+        skips = None
+        cur = self.encode(rgb[:, 0])
+        last_motion, last_mskip = self.motion(cur.m, cur.m)  # zero motion (Sec. 3.4)
+        for t in range(1, t0):                               # context: posterior latents
+            skips = self._update_skips(skips, cur.skips, t, t0)
+            tgt = self.encode(rgb[:, t])
+            h_motion, mskip = self.motion(cur.m, tgt.m)
+            self._latent_step(st, rep(cur.h), rep(last_motion), (rep(tgt.h), rep(h_motion)), t, eps)
+            cur, last_motion, last_mskip = tgt, h_motion, mskip
+        # Hand over from B to B*S: from here on every sample has its own frames.
+        cur, skips, last_motion, last_mskip = Frame(*rep(list(cur))), rep(skips), rep(last_motion), rep(last_mskip)
+        x_in = rep(rgb[:, -1])
+        for k in range(horizon):                             # future: prior latents
+            t = t0 + k
+            skips = self._update_skips(skips, cur.skips, t, t0)
+            g_app, g_flow, _ = self._latent_step(st, cur.h, last_motion, None, t, eps)
+            x_hat = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in).x
+            yield x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:])  # (B*S, C, H, W) -> (B, S, C, H, W)
+            if k + 1 < horizon:                              # the prediction is the next input
+                nxt = self.encode(x_hat)
+                last_motion, last_mskip = self.motion(cur.m, nxt.m)
+                cur, x_in = nxt, x_hat
+
+
+# --------------------------------------------------------------------------- SLAMP
+
+@register("predictor", "slamp", config_cls=SLAMPConfig,
+          description="SLAMP (Akan et al., ICCV 2021): stochastic appearance + motion latents, flow, mask")
+class SLAMP(_SLAMPFamily):
+    name = "slamp"
+
+    def __init__(self, config: SLAMPConfig):
+        super().__init__(config, config.g_dim_app, config.g_dim_motion)
+        c = config
+        if self.street:   # motion from the pair of shared features, 2 x (2 g) channels
+            self.motion_encoder = SpatialEncoder(c.g_dim_motion, 4 * c.g_dim_app, c.nf)
+        else:             # motion from the pair of frames stacked on channels (Eq. 4)
+            enc = DCGAN64Encoder if c.backbone == "dcgan64" else VGG64Encoder
+            self.motion_encoder = enc(c.g_dim_motion, 2 * c.channels, c.nf)
+        lstm, gauss, r = self.lstm_cls, self.gauss_cls, c.rnn_size
+        self.static_frame_predictor = lstm(c.g_dim_app + c.z_dim_app, c.g_dim_app, r, c.predictor_rnn_layers)
+        self.dynamic_frame_predictor = lstm(c.g_dim_motion + c.z_dim_motion, c.g_dim_motion, r, c.predictor_rnn_layers)
+        self.posterior_app = gauss(c.g_dim_app, c.z_dim_app, r, c.posterior_rnn_layers)
+        self.prior_app = gauss(c.g_dim_app, c.z_dim_app, r, c.prior_rnn_layers)
+        self.posterior_motion = gauss(c.g_dim_motion, c.z_dim_motion, r, c.posterior_rnn_layers)
+        self.prior_motion = gauss(c.g_dim_motion, c.z_dim_motion, r, c.prior_rnn_layers)
+        self._init_weights()
+
+    def motion(self, m_prev, m_next):
+        out = self.motion_encoder(torch.cat([m_prev, m_next], 1))  # (B, 2C, H, W) or (B, 4g, h, w)
+        return (out, None) if self.street else out                # 64x64 encoders also return skips
+
+    def _flow_skips(self, skips, last_mskip):
+        return last_mskip if self.config.motion_skip else skips
+
+    def _latent_step(self, st, cur_h, last_motion, post, t, eps):
+        # Priors read the previous frame / the previous motion (Eq. 5); posteriors the target
+        # frame / the motion into it (Eq. 4).
+        mu_pa, lv_pa, st["prior_app"] = self.prior_app(cur_h, st.get("prior_app"))
+        mu_pm, lv_pm, st["prior_motion"] = self.prior_motion(last_motion, st.get("prior_motion"))
+        if post is None:
+            z_app = reparameterize(mu_pa, lv_pa, eps("app", t, mu_pa))
+            z_mot = reparameterize(mu_pm, lv_pm, eps("motion", t, mu_pm))
+            kl = None
+        else:
+            h_target, h_motion = post
+            mu_qa, lv_qa, st["posterior_app"] = self.posterior_app(h_target, st.get("posterior_app"))
+            mu_qm, lv_qm, st["posterior_motion"] = self.posterior_motion(h_motion, st.get("posterior_motion"))
+            z_app = reparameterize(mu_qa, lv_qa, eps("app", t, mu_qa))
+            z_mot = reparameterize(mu_qm, lv_qm, eps("motion", t, mu_qm))
+            kl = gaussian_kl(mu_qa, lv_qa, mu_pa, lv_pa).sum() + gaussian_kl(mu_qm, lv_qm, mu_pm, lv_pm).sum()
+        # Eq. 6: g^f_t = LSTM(h^f_{t-1}, z^f_t); the static predictor reads h_{t-1} and z^p_t.
+        g_app, st["static"] = self.static_frame_predictor(torch.cat([cur_h, z_app], 1), st.get("static"))
+        g_flow, st["dynamic"] = self.dynamic_frame_predictor(torch.cat([last_motion, z_mot], 1), st.get("dynamic"))
+        return g_app, g_flow, kl
+
+
+# --------------------------------------------------------------------------- SLAMP-Baseline
+
+@register("predictor", "slamp-baseline", config_cls=SLAMPBaselineConfig,
+          description="SLAMP-Baseline: SVG-LP with pixel, flow and mask decoders on one latent")
+class SLAMPBaseline(_SLAMPFamily):
+    """Sec. 3.2 / App. A Fig. 11-12: one posterior ``q(z_t | x_{1:t})``, one learned prior
+    ``p(z_t | x_{1:t-1})``, one frame predictor; its output feeds the pixel *and* the flow
+    decoder. The authors did not release it; component names follow SVG's code (``frame_predictor``,
+    ``posterior``, ``prior``) and SLAMP's for the decoders."""
+
+    name = "slamp-baseline"
+
+    def __init__(self, config: SLAMPBaselineConfig):
+        super().__init__(config, config.g_dim, config.g_dim)
+        c, r = config, config.rnn_size
+        self.frame_predictor = self.lstm_cls(c.g_dim + c.z_dim, c.g_dim, r, c.predictor_rnn_layers)
+        self.posterior = self.gauss_cls(c.g_dim, c.z_dim, r, c.posterior_rnn_layers)
+        self.prior = self.gauss_cls(c.g_dim, c.z_dim, r, c.prior_rnn_layers)
+        self._init_weights()
+
+    def _latent_step(self, st, cur_h, last_motion, post, t, eps):
+        mu_p, lv_p, st["prior"] = self.prior(cur_h, st.get("prior"))
+        if post is None:
+            z, kl = reparameterize(mu_p, lv_p, eps("app", t, mu_p)), None
+        else:
+            mu_q, lv_q, st["posterior"] = self.posterior(post[0], st.get("posterior"))
+            z = reparameterize(mu_q, lv_q, eps("app", t, mu_q))
+            kl = gaussian_kl(mu_q, lv_q, mu_p, lv_p).sum()
+        g, st["frame_predictor"] = self.frame_predictor(torch.cat([cur_h, z], 1), st.get("frame_predictor"))
+        return g, g, kl                                  # one g_t feeds pixel and flow decoders
