@@ -210,6 +210,11 @@ def weights_env(tmp_path, monkeypatch):
     # while building the user agent; nothing here may leave the machine.
     import huggingface_hub.constants as hf_constants
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    # The tests describe their own entries: start from an empty bundled manifest.
+    from vpcli.weights import manifest
+    empty = tmp_path / "bundled_manifest.yaml"
+    empty.write_text("version: 1\nweights: []\n")
+    monkeypatch.setattr(manifest, "BUNDLED_MANIFEST", empty)
     hashing.clear_memory()
     yield tmp_path
     hashing.clear_memory()

@@ -383,3 +383,15 @@ def test_config_file_is_read_relative_to_manifest(tmp_path):
     e = load_manifest(write_manifest(tmp_path / "m.yaml", [_valid() | {"config": "cfg/slamp.yaml"}]))[0]
     assert e.load_config() == {"hidden": 64}
     assert _valid()["config"] == load_manifest(write_manifest(tmp_path / "n.yaml", [_valid()]))[0].load_config()
+
+
+def test_the_bundled_manifest_is_valid_and_its_files_verify(tmp_path, monkeypatch):
+    """Every entry vpcli ships parses, and every bundled file has the recorded sha256."""
+    from vpcli.weights import BUNDLED_MANIFEST, load_manifest, verify_entry
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path))
+    entries = load_manifest(BUNDLED_MANIFEST)
+    for entry in entries:
+        if entry.source.__class__.__name__ == "BundledSource":
+            result = verify_entry(entry)
+            assert result.status == "ok", result.message
+            assert result.path.stat().st_size < 8 * 1024 * 1024  # bundled files stay under 8 MB

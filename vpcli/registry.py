@@ -14,7 +14,7 @@ from typing import Any, Callable
 from vpcli.errors import UsageError
 
 KINDS = ("predictor", "segmenter", "flow", "metric")
-_PACKAGES = {"predictor": "vpcli.predictors", "segmenter": "vpcli.preprocess",
+_PACKAGES = {"predictor": "vpcli.predictors", "segmenter": "vpcli.preprocess.deeplab",
              "flow": "vpcli.preprocess", "metric": "vpcli.metrics"}
 
 
