@@ -36,15 +36,11 @@ def test_version(capsys):
     assert code == 0 and out.strip() == f"vpcli {__version__}"
 
 
-@pytest.mark.parametrize("argv, what", [
-    (["predict", "clip.mp4"], "prediction engine"),
-])
-def test_missing_engines_exit_2_with_one_line(capsys, argv, what):
-    code, out, err = run_main(capsys, *argv)
-    assert code == 2
-    assert out == ""
+def test_predict_without_weights_says_how_to_get_them(capsys):
+    code, out, err = run_main(capsys, "predict", "clip.mp4")
+    assert code == 2 and out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and what in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--weights" in lines[0]
     assert "Traceback" not in err
 
 

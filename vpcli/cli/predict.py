@@ -13,30 +13,66 @@ from vpcli.cli.common import (
     Json,
     OutDir,
     Overwrite,
+    Recursive,
     Seed,
     Shard,
+    parse_shard,
+    run_per_input,
 )
 
 
 def predict(
     inputs: Inputs,
-    method: Annotated[str, typer.Option(help="slamp, slamp-baseline, hvp, sadm, lmvp.")] = "slamp",
-    horizon: Annotated[int, typer.Option(min=1, help="Number of future frames to predict.")] = 30,
-    samples: Annotated[int, typer.Option(min=1, help="Stochastic samples, computed as one batch.")] = 1,
-    weights: Annotated[Optional[str], typer.Option(help="Manifest name or checkpoint path.")] = None,
-    start: Annotated[Optional[int], typer.Option(help="First context frame (default: the last frames of the clip).")] = None,
-    resize: Annotated[bool, typer.Option(help="Resize inputs to the checkpoint's resolution.")] = False,
-    save_components: Annotated[bool, typer.Option(help="Also write flow and mask videos.")] = False,
     out: OutDir = Path("predictions"),
+    method: Annotated[Optional[str], typer.Option(
+        help="Predictor: slamp, slamp-baseline, convlstm, copy-last, ... (default: the weights' method, else slamp).",
+        show_default=False)] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        metavar="RUN_DIR|FILE|NAME",
+        help="A run folder of vpcli train, a .safetensors checkpoint beside its config.yaml, or a manifest name "
+             "(default: the first manifest entry of the method; copy-last needs none).", show_default=False)] = None,
+    horizon: Annotated[int, typer.Option(min=1, help="Number of future frames to predict.")] = 30,
+    samples: Annotated[int, typer.Option(min=1, help="Stochastic samples, computed as one batch from a context "
+                                                     "encoded once.")] = 1,
+    context: Annotated[Optional[int], typer.Option(min=1, help="Context frames (default: the weights' data.context).",
+                                                   show_default=False)] = None,
+    start: Annotated[Optional[int], typer.Option(min=0, help="First context frame (default: the last frames of the "
+                                                             "clip).", show_default=False)] = None,
+    resize: Annotated[bool, typer.Option(help="Resize frames to the weights' resolution instead of refusing.")] = False,
+    grid: Annotated[bool, typer.Option(help="Also write grid.mp4: context | samples side by side (8 at most).")] = False,
+    save_components: Annotated[bool, typer.Option(
+        help="Also write SLAMP's per-step parts: flow (colour wheel), mask, pixel and warped frames per sample.")] = False,
+    lossless: Annotated[bool, typer.Option(help="Write sample and context videos losslessly (libx264rgb -qp 0): "
+                                                "frames read back are exactly round(255 x prediction).")] = False,
+    precision: Annotated[str, typer.Option(
+        help="fp32, or bf16 autocast: faster on GPUs and CPUs with bf16 units (1.2-1.9x on an AVX512-BF16 CPU); "
+             "frames differ slightly from fp32 (not bit-exact).")] = "fp32",
     batch_size: BatchSize = 1, device: Device = "cpu", seed: Seed = 0, shard: Shard = None,
-    json: Json = False, overwrite: Overwrite = False,
+    recursive: Recursive = False, json: Json = False, overwrite: Overwrite = False,
 ) -> None:
-    """Predict future frames of each input clip.
+    """Predict future frames of each input clip: OUT/<name>/sample_000.mp4 ... (one video per sample,
+    holding only the predicted frames), context.mp4 (the context frames the model was given),
+    meta.json; grid.mp4 with --grid; flow_/mask_/pixel_/warped_sample_K.mp4 with --save-components.
 
-    Example: vpcli predict clip.mp4 --method slamp --horizon 30 --samples 5 --out preds/
+    The context is the last C frames of the clip (C from the weights, or --context), or C frames
+    from --start. The same --seed gives the same samples. Clips run one at a time (--batch-size is 1).
+
+    Example: vpcli predict clip.mp4 --method slamp --weights runs/slamp --horizon 30 --samples 5 --out preds/
     """
     from vpcli import api
-    api.predict(inputs=inputs, method=method, horizon=horizon, samples=samples, weights=weights,
-                start=start, resize=resize, save_components=save_components, out=out,
-                batch_size=batch_size, device=device, seed=seed, shard=shard, json=json,
-                overwrite=overwrite)
+
+    def progress(event: str, record: dict) -> None:
+        if event == "warning":
+            typer.echo(f"warning: {record['message']}", err=True)
+        elif event == "done" and not json:
+            typer.echo(f"{record['input']}: {record['samples']} x {record['frames']} frames at "
+                       f"{record['height']}x{record['width']} in {record['seconds']:.1f}s "
+                       f"({record['predicted_frames_per_s']:.1f} frames/s) -> {record['output']}", err=True)
+
+    code = api.predict(
+        inputs=inputs, out=out, method=method, weights=weights, horizon=horizon, samples=samples, context=context,
+        start=start, resize=resize, grid=grid, save_components=save_components, lossless=lossless,
+        precision=precision, batch_size=batch_size, device=device, seed=seed, shard=parse_shard(shard),
+        recursive=recursive, overwrite=overwrite, callback=progress,
+        for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    raise typer.Exit(code)

@@ -57,7 +57,6 @@ import csv
 import hashlib
 import itertools
 import math
-import os
 import re
 import time
 import warnings
@@ -808,92 +807,12 @@ class LoadedModel:
     size_from_config: bool
 
 
-def _find_config(ckpt: Path) -> Path | None:
-    for folder in (ckpt.parent, ckpt.parent.parent):
-        for name in ("config.yaml", "config.json"):
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
 def load_predictor(method: str | None, weights: str | None, overrides: list[str], device: str) -> LoadedModel:
-    """Build the predictor and its RunConfig from a run folder, a checkpoint, a manifest name, or nothing."""
-    from vpcli import registry
-    from vpcli.config import load_yaml
-    from vpcli.engine.run import resolve_config
-    from vpcli.engine.trainer import load_weights
-    from vpcli.weights import file_sha256
-
-    base: dict[str, Any]
-    ckpt: Path | None = None
-    info: dict[str, Any] = {"name": None, "path": None, "sha256": None}
-    from_config = weights is not None
-    if weights is None:
-        if method is None:
-            raise UsageError("--method is required for the best-of-N protocol", "e.g. --method copy-last")
-        base = {"method": method}
-    else:
-        text = str(weights)
-        is_path = os.sep in text or "/" in text or text.startswith("~") or text.endswith(".safetensors")
-        registry_names: list[str] = []
-        if not is_path:
-            from vpcli.weights import load_manifests
-            reg = load_manifests()
-            registry_names = reg.names()
-        if not is_path and text in registry_names:
-            from vpcli.weights import resolve_entry
-            entry = reg.get(text)
-            if entry.task != "predictor":
-                raise UsageError(f"weights {text!r} are {entry.task} weights, not a predictor",
-                                 "pass predictor weights (see `vpcli weights list`)")
-            resolved = resolve_entry(entry)
-            ckpt, base = resolved.path, dict(entry.load_config())
-            base.setdefault("method", entry.arch)
-            base = {k: v for k, v in base.items() if k in ("method", "data", "model", "train")}
-            info = {"name": entry.name, "path": str(resolved.path), "sha256": resolved.sha256}
-        else:
-            path = Path(text).expanduser()
-            if not path.exists():
-                hint = ("pass a run folder of vpcli train, a .safetensors checkpoint beside its config.yaml, "
-                        "or a manifest name")
-                if registry_names:
-                    import difflib
-                    close = difflib.get_close_matches(text, registry_names, n=1)
-                    if close:
-                        hint = f"did you mean the weights {close[0]!r}? " + hint
-                raise InputError(f"weights {text} do not exist (not a file, a folder or a manifest name)", hint)
-            if path.is_dir():
-                cfg_path = path / "config.yaml"
-                if not cfg_path.is_file():
-                    raise InputError(f"{path} is not a vpcli run folder (no config.yaml)",
-                                     "pass the --out folder of vpcli train, or a checkpoint file")
-                ckpt = next((path / "checkpoints" / f"{w}.safetensors" for w in ("best", "last")
-                             if (path / "checkpoints" / f"{w}.safetensors").is_file()), None)
-                if ckpt is None:
-                    raise InputError(f"{path} has no checkpoints/best.safetensors or last.safetensors",
-                                     "train the run first (vpcli train --out RUN)")
-            else:
-                ckpt = path
-                cfg_path = _find_config(path)
-                if cfg_path is None:
-                    raise InputError(f"no config.yaml beside {path} or in its run folder",
-                                     "a checkpoint describes itself with config.yaml next to it; "
-                                     "pass the run folder instead")
-            base = load_yaml(cfg_path)
-            info = {"name": None, "path": str(ckpt), "sha256": file_sha256(ckpt)}
-        if method is not None and base.get("method") not in (None, method):
-            raise UsageError(f"--method {method} does not match the weights, which are {base.get('method')!r}",
-                             "drop --method or pass weights of that method")
-    cfg = resolve_config(method if weights is None else None, None, overrides, base=base)
-    entry = registry.get("predictor", cfg.method)
-    torch.manual_seed(0)
-    model = entry.builder(cfg.model_config())
-    if ckpt is not None:
-        load_weights(model, ckpt)
-    elif sum(p.numel() for p in model.parameters()):
-        raise UsageError(f"{cfg.method} has trained parameters: pass --weights",
-                         "a run folder of vpcli train, a checkpoint file, or a manifest name")
-    return LoadedModel(model.to(device).eval(), cfg, info, from_config)
+    """Build the predictor and its RunConfig from a run folder, a checkpoint, a manifest name, or
+    nothing (see :func:`vpcli.engine.loading.load_predictor`, shared with `vpcli predict`)."""
+    from vpcli.engine.loading import load_predictor as load
+    model, cfg, info = load(method, weights, device=device, overrides=overrides)
+    return LoadedModel(model, cfg, info, info["kind"] is not None)
 
 
 def _seed_for(seed: int, start: int) -> int:

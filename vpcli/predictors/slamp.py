@@ -342,7 +342,8 @@ class _SLAMPFamily(Predictor):
     # --- inference ---------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1, generator: torch.Generator | None = None,
-                *, noise: NoiseFn | None = None) -> Iterator[torch.Tensor]:
+                *, noise: NoiseFn | None = None, components: dict[str, torch.Tensor] | None = None,
+                ) -> Iterator[torch.Tensor]:
         """Yield ``horizon`` frames ``(B, S, C, H, W)`` in [0, 1], one step at a time.
 
         Context steps draw latents from the posteriors, later steps from the learned priors
@@ -350,6 +351,12 @@ class _SLAMPFamily(Predictor):
         in ``eval_step``. The encoders see each context frame once, at batch ``B``; only the cheap
         recurrent part and the generated frames run at ``B * S``. ``noise`` replaces the Gaussian
         draws (see :data:`NoiseFn`); otherwise they come from ``generator``.
+
+        ``components``, when given, is refilled before each yield with that step's parts, each
+        ``(B, S, ...)``: ``app`` (x^p_t, pixel decoder, C channels), ``flow`` (f_t, backward flow of
+        the predicted frame into the previous one, 2 channels (u, v) in pixels), ``motion`` (x^f_t,
+        the previous frame warped by f_t, C channels) and ``mask`` (m_t, 1 channel: the weight of
+        ``app`` in Eq. 1). Filling it changes nothing else (same frames, same random draws).
         """
         rgb = context["rgb"]                                 # (B, T0, C, H, W)
         self._check(rgb)
@@ -379,7 +386,11 @@ class _SLAMPFamily(Predictor):
             t = t0 + k
             skips = self._update_skips(skips, cur.skips, t, t0)
             g_app, g_flow, _ = self._latent_step(st, cur.h, last_motion, None, t, eps)
-            x_hat = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in).x
+            out = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in)
+            x_hat = out.x
+            if components is not None:                       # (B*S, ...) -> (B, S, ...)
+                components.update({k: getattr(out, k).view(b, s, *getattr(out, k).shape[1:])
+                                   for k in ("app", "flow", "motion", "mask")})
             yield x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:])  # (B*S, C, H, W) -> (B, S, C, H, W)
             if k + 1 < horizon:                              # the prediction is the next input
                 nxt = self.encode(x_hat)

@@ -1,0 +1,173 @@
+"""Build a predictor and its config from whatever the user passed as ``--weights``.
+
+One loader for every command that runs a trained predictor (`vpcli predict`, `vpcli eval`):
+
+* a **run folder** of `vpcli train` (``config.yaml`` + ``checkpoints/best.safetensors``, else
+  ``last.safetensors``);
+* a **.safetensors file** that describes itself with ``config.yaml`` / ``config.json`` beside it
+  or in its run folder (``RUN/checkpoints/x.safetensors`` -> ``RUN/config.yaml``);
+* a **manifest name** (``vpcli weights list``): the entry's ``config`` (``method``, ``model``,
+  ``data``, as `vpcli weights export` writes it) and its sha256-checked file;
+* **nothing**: parameter-free methods (``copy-last``) build from the method alone. A method with
+  trained parameters takes the first manifest entry whose ``arch`` is the method (``default``
+  in the returned info says so), or fails naming the ways to pass weights.
+
+The returned ``info`` is what meta.json / results.json record::
+
+    {"name": entry name or None, "path": file or None, "sha256": hex or None,
+     "kind": "run" | "file" | "manifest" | None, "default": True when picked from the manifest}
+
+``kind`` is None only when no weights were used; then the config (context length, frame size)
+is the method's default rather than something the weights fix.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vpcli.errors import InputError, UsageError
+
+WEIGHTS_FORMS = "RUN_DIR|FILE|NAME"
+
+
+def find_config(ckpt: Path) -> Path | None:
+    """``config.yaml`` / ``config.json`` beside a checkpoint, or in the run folder above it."""
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        for name in ("config.yaml", "config.json"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.startswith("~") or text.endswith(".safetensors")
+
+
+def _from_entry(entry) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A manifest entry -> (checkpoint, base config, info)."""
+    from vpcli.weights import resolve_entry
+    if entry.task != "predictor":
+        raise UsageError(f"weights {entry.name!r} are {entry.task} weights, not a predictor",
+                         "pass predictor weights (see `vpcli weights list`)")
+    resolved = resolve_entry(entry)
+    base = dict(entry.load_config())
+    base.setdefault("method", entry.arch)
+    base = {k: v for k, v in base.items() if k in ("method", "data", "model", "train")}
+    info = {"name": entry.name, "path": str(resolved.path), "sha256": resolved.sha256, "kind": "manifest",
+            "default": False}
+    return resolved.path, base, info
+
+
+def _from_path(text: str, registry_names: list[str]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A run folder or a checkpoint file -> (checkpoint, base config, info)."""
+    from vpcli.config import load_yaml
+    from vpcli.weights import file_sha256
+    path = Path(text).expanduser()
+    if not path.exists():
+        hint = "pass a run folder of vpcli train, a .safetensors checkpoint beside its config.yaml, or a manifest name"
+        if registry_names:
+            import difflib
+            close = difflib.get_close_matches(text, registry_names, n=1)
+            if close:
+                hint = f"did you mean the weights {close[0]!r}? " + hint
+        raise InputError(f"weights {text} do not exist (not a file, a folder or a manifest name)", hint)
+    if path.is_dir():
+        cfg_path = path / "config.yaml"
+        if not cfg_path.is_file():
+            raise InputError(f"{path} is not a vpcli run folder (no config.yaml)",
+                             "pass the --out folder of vpcli train, or a checkpoint file")
+        ckpt = next((path / "checkpoints" / f"{w}.safetensors" for w in ("best", "last")
+                     if (path / "checkpoints" / f"{w}.safetensors").is_file()), None)
+        if ckpt is None:
+            raise InputError(f"{path} has no checkpoints/best.safetensors or last.safetensors",
+                             "train the run first (vpcli train --out RUN)")
+        kind = "run"
+    else:
+        ckpt = path
+        cfg_path = find_config(path)
+        if cfg_path is None:
+            raise InputError(f"no config.yaml beside {path} or in its run folder",
+                             "a checkpoint describes itself with config.yaml next to it; pass the run folder instead")
+        kind = "file"
+    base = load_yaml(cfg_path)
+    return ckpt, base, {"name": None, "path": str(ckpt), "sha256": file_sha256(ckpt), "kind": kind,
+                        "default": False}
+
+
+def _default_entry(method: str):
+    """The first predictor entry of the manifests whose arch is ``method`` (None if there is none)."""
+    from vpcli.weights import load_manifests
+    return next((e for e in load_manifests() if e.task == "predictor" and e.arch == method), None)
+
+
+def _has_parameters(method: str, base: dict[str, Any], overrides: list[str]) -> bool:
+    from vpcli import registry
+    from vpcli.engine.run import resolve_config
+    cfg = resolve_config(method, None, overrides, base=base)
+    model = registry.get("predictor", cfg.method).builder(cfg.model_config())
+    return any(p.numel() for p in model.parameters())
+
+
+def load_predictor(method: str | None, weights: str | os.PathLike | None, *, device: str = "cpu",
+                   overrides: list[str] = (), default_weights: bool = True):
+    """Build the predictor (in eval mode, on ``device``) and its RunConfig.
+
+    Returns ``(model, config, info)`` (see the module docstring for ``info``). ``overrides`` are
+    ``--set``-style ``key=value`` strings applied on top of the weights' config (e.g.
+    ``data.context=4``). ``method`` must agree with the weights' method when both are given;
+    without weights it is required. ``default_weights=False`` never looks in the manifests.
+    """
+    from vpcli import registry
+    from vpcli.engine.run import resolve_config
+    from vpcli.engine.trainer import load_weights
+
+    overrides = list(overrides)
+    ckpt: Path | None = None
+    info: dict[str, Any] = {"name": None, "path": None, "sha256": None, "kind": None, "default": False}
+    if weights is None:
+        if method is None:
+            raise UsageError("no --method and no --weights given",
+                             f"pass --method ({', '.join(registry.names('predictor'))}) or --weights {WEIGHTS_FORMS}")
+        registry.get("predictor", method)  # unknown method: exit 2 listing the valid ones
+        base: dict[str, Any] = {"method": method}
+        if _has_parameters(method, base, overrides):
+            entry = _default_entry(method) if default_weights else None
+            if entry is None:
+                raise UsageError(f"no bundled weights for {method} yet — {method} has trained parameters: "
+                                 f"pass --weights {WEIGHTS_FORMS}",
+                                 "a run folder of vpcli train, a .safetensors checkpoint beside its config.yaml, "
+                                 "or a manifest name (vpcli weights list)")
+            ckpt, base, info = _from_entry(entry)
+            info["default"] = True
+    else:
+        if method is not None:
+            registry.get("predictor", method)
+        text = str(weights)
+        registry_names: list[str] = []
+        reg = None
+        if not _looks_like_path(text):
+            from vpcli.weights import load_manifests
+            reg = load_manifests()
+            registry_names = reg.names()
+        if reg is not None and text in registry_names:
+            ckpt, base, info = _from_entry(reg.get(text))
+        else:
+            ckpt, base, info = _from_path(text, registry_names)
+    if method is not None and base.get("method") not in (None, method):
+        raise UsageError(f"--method {method} does not match the weights, which are {base.get('method')!r}",
+                         "drop --method or pass weights of that method")
+    cfg = resolve_config(method if ckpt is None else None, None, overrides, base=base)
+    entry = registry.get("predictor", cfg.method)
+    # Initialisation is overwritten by the checkpoint; seeding keeps parameter-free builds and
+    # any buffers a checkpoint does not hold reproducible anyway.
+    torch.manual_seed(0)
+    model = entry.builder(cfg.model_config())
+    if ckpt is not None:
+        load_weights(model, ckpt)
+    return model.to(device).eval(), cfg, info
+
+
+__all__ = ["WEIGHTS_FORMS", "find_config", "load_predictor"]

@@ -1,0 +1,402 @@
+"""The engine behind `vpcli predict`: read each clip's context, predict, stream the future to disk.
+
+Per input, ``OUT/<name>/`` holds::
+
+    sample_000.mp4 ...       one video per stochastic sample, holding ONLY the predicted future
+                             frames (horizon frames; the layout `vpcli eval --pred` matches:
+                             NAME/sample_K is sample K of NAME)
+    context.mp4              the context frames the model was given (after any channel
+                             conversion or --resize), so context + sample_K is the full clip
+    grid.mp4                 with --grid: context | sample 0 | sample 1 | ... (at most 8 samples)
+                             side by side; green borders mark real frames, red predicted ones
+    flow_sample_000.mp4      with --save-components (SLAMP, SLAMP-Baseline): the flow decoder's
+                             backward flow f_t of each predicted frame as a colour wheel
+    mask_sample_000.mp4      m_t, the weight of the pixel decoder's frame (white) against the
+                             warped previous frame (black) in Eq. 1
+    pixel_sample_000.mp4     x^p_t, the pixel decoder's frame
+    warped_sample_000.mp4    x^f_t, the previous frame warped by f_t
+    meta.json                input, method, weights (name, path, sha256), seed, samples, horizon,
+                             context indices, conversions, outputs, timings, versions
+
+Context: the last ``C`` frames of the clip, or ``C`` frames from ``start``; ``C`` is the
+weights' ``data.context`` unless ``context`` is given. Only those frames are kept in memory.
+
+Streaming: the predictor yields one step ``(1, S, C, H, W)`` at a time and each step is
+written to the ``S`` sample writers (and the grid / component writers) before the next is
+computed, so a horizon of thousands of frames runs in constant memory: no list of predictions
+is kept. The flow colour wheel is normalised by the largest magnitude seen so far in that
+sample (the clip-wide maximum is not known before the first frame has to be written).
+
+Randomness: one ``torch.Generator`` seeded with ``seed`` per input, so a clip's samples depend
+only on the seed, the weights and the context (not on the other inputs or on --shard). The N
+samples are one batch from a context encoded once (the Predictor contract). Clips run one at a
+time (``batch_size`` is accepted for uniformity with the other commands and is 1 here).
+
+``lossless=True`` writes the sample and context videos as ``libx264rgb -qp 0``: the frames read
+back are exactly ``round(255 * prediction)``.
+
+Mismatches between a clip and the weights: a greyscale clip for an RGB model is repeated on
+three channels, an RGB clip for a greyscale model becomes ITU-R BT.601 luma
+(``0.299 R + 0.587 G + 0.114 B``), each with a one-line warning recorded in meta.json; a
+different resolution is an error unless ``resize=True``.
+
+The output folder is assembled under a temporary name and renamed when complete
+(:func:`vpcli.io.atomic.atomic_dir`): a failure leaves nothing behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vpcli.errors import InputError, UsageError, VideoError
+
+Callback = Callable[[str, dict[str, Any]], None]
+GRID_MAX_SAMPLES = 8
+COMPONENTS = {"flow": "flow", "mask": "mask", "app": "pixel", "motion": "warped"}  # predictor key -> file prefix
+PRECISIONS = ("fp32", "bf16")
+# ITU-R BT.601 luma weights (what OpenCV's and PIL's RGB -> grey use too).
+LUMA_601 = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class PredictWarning(UserWarning):
+    """Something predict adapted (channel conversion, ignored option) that the user should know."""
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def to_uint8(frames) -> np.ndarray:
+    """``float (N, C, H, W)`` in [0, 1] -> ``uint8 (N, H, W, C)`` (rounded, as the writers store it)."""
+    import torch
+    x = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()  # N,C,H,W -> N,H,W,C
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """``(H, W, 1)`` or ``(H, W, 3)`` uint8 -> ``(H, W, 3)``."""
+    return np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
+
+
+def is_greyscale(frames: np.ndarray, tolerance: int = 1) -> bool:
+    """True when R, G and B agree (within ``tolerance``, for lossy codecs) in every frame."""
+    f = frames.astype(np.int16)
+    return bool(np.abs(f[..., 0] - f[..., 1]).max() <= tolerance and np.abs(f[..., 0] - f[..., 2]).max() <= tolerance)
+
+
+def luma_601(frames: np.ndarray) -> np.ndarray:
+    """``uint8 (T, H, W, 3)`` RGB -> ``uint8 (T, H, W, 1)`` ITU-R BT.601 luma, rounded."""
+    y = frames.astype(np.float32) @ LUMA_601  # T,H,W
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)[..., None]
+
+
+def context_range(num_frames: int, context: int, start: int | None, path: Path, method: str) -> tuple[int, int]:
+    """``[s, e)`` of the context frames; errors say how many frames are needed and how many there are."""
+    if num_frames < context:
+        raise VideoError(f"{path} has {num_frames} frame{'s' * (num_frames != 1)} but {method} needs {context} "
+                         f"context frames",
+                         f"pass a clip with at least {context} frames, or fewer context frames with --context")
+    if start is None:
+        return num_frames - context, num_frames
+    if start + context > num_frames:
+        raise VideoError(f"{path} has {num_frames} frames: --start {start} with {context} context frames needs "
+                         f"{start + context}", f"use --start {num_frames - context} or less")
+    return start, start + context
+
+
+class _Feed:
+    """A one-item-at-a-time iterator: lets composite_frames (which pulls) run from pushed frames."""
+
+    def __init__(self) -> None:
+        self.value: np.ndarray | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self.value is None:
+            raise StopIteration
+        v, self.value = self.value, None
+        return v
+
+
+def _versions() -> dict[str, str]:
+    import av
+    import torch
+    return {"torch": torch.__version__, "numpy": np.__version__, "av": av.__version__}
+
+
+def has_components(model) -> bool:
+    """Whether the predictor can report per-step components (flow, mask, ...)."""
+    try:
+        return "components" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _warn(callback: Callback | None, message: str, sink: list[str]) -> None:
+    sink.append(message)
+    if callback is not None:
+        callback("warning", {"message": message})
+    else:
+        warnings.warn(message, PredictWarning, stacklevel=3)
+
+
+# --------------------------------------------------------------------------------------------
+# One clip
+
+
+def load_context(path: Path, *, context: int, start: int | None, model, cfg, weights_info: dict[str, Any],
+                 resize: bool, callback: Callback | None = None,
+                 warnings_sink: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read and adapt a clip's context frames -> ``uint8 (C, H, W, channels)`` and what was done.
+
+    Raises before decoding when the clip is too short or its size does not fit the weights.
+    """
+    from vpcli.io.video import iter_frames, probe
+    sink = warnings_sink if warnings_sink is not None else []
+    info = probe(path)
+    s, e = context_range(info.num_frames, context, start, path, cfg.method)
+    size = None
+    want_channels = getattr(model.config, "channels", None)
+    facts: dict[str, Any] = {"indices": [s, e], "source_size": [info.height, info.width], "conversions": []}
+    if weights_info.get("kind") is not None:  # the weights fix the resolution (parameter-free methods do not)
+        want = tuple(int(v) for v in cfg.data.size)
+        if (info.height, info.width) != want:
+            if not resize:
+                raise InputError(f"{path} is {info.height}x{info.width} (HxW) but the weights take {want[0]}x{want[1]}",
+                                 f"pass --resize to resize the frames to {want[0]}x{want[1]}, or use weights trained "
+                                 f"at {info.height}x{info.width}")
+            size = want
+            facts["conversions"].append(f"resized {info.height}x{info.width} -> {want[0]}x{want[1]}")
+    with contextlib.closing(iter_frames(path, start=s, end=e, size=size)) as frames:
+        ctx = np.stack(list(frames))  # C,H,W,3: only the context frames are held
+    if len(ctx) != e - s:
+        raise VideoError(f"{path} decoded {len(ctx)} of the {e - s} context frames {s}..{e - 1}",
+                         "the file may be damaged; re-encode it with vpcli data convert")
+    grey = is_greyscale(ctx)
+    if want_channels == 1:
+        if not grey:
+            _warn(callback, f"{path} is RGB but the {cfg.method} weights take greyscale: converted to ITU-R BT.601 "
+                            "luma (0.299 R + 0.587 G + 0.114 B)", sink)
+            facts["conversions"].append("RGB -> grey (ITU-R BT.601 luma)")
+        ctx = luma_601(ctx)  # exact for grey clips (the weights sum to 1)
+    elif want_channels == 3 and grey:
+        _warn(callback, f"{path} is greyscale but the {cfg.method} weights take RGB: the grey channel is repeated "
+                        "on R, G and B", sink)
+        facts["conversions"].append("grey -> RGB (channel repeated)")
+    facts["fps"] = info.fps
+    facts["source"] = {"kind": info.kind, "frames": info.num_frames, "height": info.height, "width": info.width,
+                       "fps": round(info.fps, 3), "codec": info.codec}
+    return ctx, facts
+
+
+def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, Any], *, horizon: int,
+                 samples: int = 1, seed: int = 0, start: int | None = None, context: int | None = None,
+                 resize: bool = False, grid: bool = False, save_components: bool = False, lossless: bool = False,
+                 precision: str = "fp32", device: str = "cpu", overwrite: bool = False,
+                 callback: Callback | None = None, extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Predict ``horizon`` frames x ``samples`` for one clip into ``out_dir`` (layout: module docstring)."""
+    import torch
+
+    from vpcli.api import run_meta, write_meta
+    from vpcli.io.atomic import atomic_dir, check_overwrite
+    from vpcli.io.composite import composite_frames
+    from vpcli.io.flow import flow_to_color
+    from vpcli.io.video import VideoWriter
+
+    path, out_dir = Path(path), Path(out_dir)
+    check_overwrite(out_dir, overwrite)  # before decoding anything
+    t_start = time.perf_counter()
+    n_ctx = context if context is not None else int(cfg.data.context)
+    notes: list[str] = []
+    ctx, facts = load_context(path, context=n_ctx, start=start, model=model, cfg=cfg, weights_info=weights_info,
+                              resize=resize, callback=callback, warnings_sink=notes)
+    t_decode = time.perf_counter() - t_start
+    fps = facts["fps"]
+    c_len, h, w, ch = ctx.shape
+    if callback:
+        callback("input", {"input": str(path), "out": str(out_dir), "frames": horizon, "samples": samples})
+    # Canonical strides (not a permuted view): convolution kernels pick their path from the
+    # strides, so a view would give results 1e-6 away from the same context built the usual way.
+    rgb = torch.from_numpy(np.ascontiguousarray(ctx.transpose(0, 3, 1, 2))).float().div(255)[None].to(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    parts: dict[str, torch.Tensor] | None = {} if save_components else None
+    kwargs = {"components": parts} if save_components else {}
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    timings = {"decode": t_decode, "predict": 0.0, "write": 0.0}
+    outputs: list[str] = []
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp, contextlib.ExitStack() as stack:
+        def writer(name: str, exact: bool = False) -> VideoWriter:
+            outputs.append(name)
+            return stack.enter_context(VideoWriter(tmp / name, fps, lossless=exact and lossless))
+
+        tic = time.perf_counter()
+        ctx_writer = writer("context.mp4", exact=True)
+        for f in ctx:
+            ctx_writer.write(f)
+        sample_writers = [writer(f"sample_{k:03d}.mp4", exact=True) for k in range(samples)]
+        comp_writers = ({key: [writer(f"{prefix}_sample_{k:03d}.mp4") for k in range(samples)]
+                         for key, prefix in COMPONENTS.items()} if save_components else {})
+        flow_norm = [0.0] * samples
+        grid_frames = feeds = None
+        if grid:
+            shown = min(samples, GRID_MAX_SAMPLES)
+            feeds = [_Feed() for _ in range(shown)]
+            grid_frames = composite_frames([_rgb(f) for f in ctx], feeds,
+                                           captions=["context"] + [f"sample {k}" for k in range(shown)])
+            grid_writer = writer("grid.mp4")
+            for _ in range(c_len):  # the context phase of the composite
+                grid_writer.write(next(grid_frames))
+        timings["write"] += time.perf_counter() - tic
+
+        steps = 0
+        with torch.inference_mode(), autocast:
+            it = iter(model.predict({"rgb": rgb}, horizon, samples, gen, **kwargs))
+            while steps < horizon:
+                tic = time.perf_counter()
+                step = next(it, None)
+                timings["predict"] += time.perf_counter() - tic
+                if step is None:
+                    break
+                tic = time.perf_counter()
+                if tuple(step.shape) != (1, samples, ch, h, w):
+                    raise InputError(f"{cfg.method}.predict yielded shape {tuple(step.shape)} at step {steps}; "
+                                     f"expected {(1, samples, ch, h, w)} (B, S, C, H, W)",
+                                     "the predictor breaks the Predictor contract")
+                frames = to_uint8(step[0])  # S,H,W,ch
+                for k in range(samples):
+                    sample_writers[k].write(frames[k])
+                if parts is not None:
+                    flows = parts["flow"][0].float().cpu().numpy()  # S,2,H,W
+                    for k in range(samples):
+                        flow_norm[k] = max(flow_norm[k], float(np.sqrt((flows[k] ** 2).sum(0)).max()))
+                        comp_writers["flow"][k].write(flow_to_color(flows[k], max_flow=flow_norm[k] or 1.0))
+                    for key in ("mask", "app", "motion"):
+                        comp = to_uint8(parts[key][0])  # S,H,W,1 or S,H,W,ch
+                        for k in range(samples):
+                            comp_writers[key][k].write(comp[k])
+                if grid_frames is not None:
+                    for k, feed in enumerate(feeds):
+                        feed.value = _rgb(frames[k])
+                    grid_writer.write(next(grid_frames))
+                steps += 1
+                timings["write"] += time.perf_counter() - tic
+                if callback:
+                    callback("progress", {"input": str(path), "done": steps, "total": horizon})
+        if steps < horizon:
+            raise InputError(f"{cfg.method}.predict yielded {steps} steps for a horizon of {horizon}",
+                             "the predictor breaks the Predictor contract")
+        if grid_frames is not None:
+            grid_frames.close()
+        tic = time.perf_counter()
+        stack.close()  # flush and publish every video inside the temporary folder
+        timings["write"] += time.perf_counter() - tic
+        seconds = time.perf_counter() - t_start
+        fps_pred = steps * samples / max(timings["predict"], 1e-9)
+        record = {"output": str(out_dir), "method": cfg.method, "samples": samples, "frames": steps,
+                  "context": facts["indices"], "height": h, "width": w, "seconds": round(seconds, 3),
+                  "predicted_frames_per_s": round(fps_pred, 2), "warnings": notes}
+        meta = run_meta(
+            command="predict", input=str(path), source=facts["source"], method=cfg.method, weights=weights_info,
+            model=cfg.to_dict().get("model", {}),
+            seed=seed, samples=samples, horizon=horizon,
+            context={"frames": c_len, "indices": list(range(*facts["indices"])),
+                     "start": facts["indices"][0], "chosen_by": "--start" if start is not None else "last frames of the clip"},
+            size=[h, w], channels=ch, source_size=facts["source_size"], conversions=facts["conversions"],
+            warnings=notes, fps=fps, lossless=lossless, precision=precision, grid=grid,
+            save_components=save_components, device=device, batch_size=1,
+            outputs=sorted(outputs) + ["meta.json"],
+            layout="sample_K.mp4 holds only the predicted future frames; context.mp4 the context frames",
+            flow_convention=("backward flow f_t of predicted frame t into frame t-1, (u, v) pixels; colour wheel "
+                             "normalised by the largest magnitude so far in the sample") if save_components else None,
+            timings={k: round(v, 4) for k, v in {**timings, "total": seconds}.items()},
+            predicted_frames_per_s=round(fps_pred, 2), versions=_versions(), **(extra_meta or {}))
+        write_meta(tmp, meta)
+    if callback:
+        callback("done", {"input": str(path), **record})
+    return record
+
+
+# --------------------------------------------------------------------------------------------
+# Many clips: what `vpcli.api.predict` dispatches to
+
+
+def _default_for_each(items: Sequence[Any], fn: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    return [fn(item) for item in items]  # raise on the first failure
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None, horizon: int = 30,
+            samples: int = 1, weights: str | None = None, start: int | None = None, context: int | None = None,
+            resize: bool = False, grid: bool = False, save_components: bool = False, lossless: bool = False,
+            precision: str = "fp32", batch_size: int = 1, device: str = "cpu", seed: int = 0,
+            shard: tuple[int, int] | str | None = None, recursive: bool = False, overwrite: bool = False,
+            callback: Callback | None = None,
+            for_each: Callable[[Sequence[Any], Callable[[Any], dict[str, Any]]], Any] | None = None) -> Any:
+    """Predict the future of every input clip into ``out/<name>/`` (see the module docstring).
+
+    ``method`` defaults to the weights' method, or ``slamp`` when no weights are given.
+    Options are checked and the predictor is loaded once, before any input is touched (usage
+    errors exit 2). ``for_each(items, fn)`` runs ``fn`` over the ``(path, name)`` items and its
+    result is returned: the CLI passes ``vpcli.cli.common.run_per_input`` (keep going after a
+    failed input, summarise, return the exit code); the default raises the first error and
+    returns the records. ``callback(event, record)`` gets ``start``, ``input``, ``progress``,
+    ``warning`` and ``done`` events.
+    """
+    from vpcli.api import collect_inputs
+    from vpcli.engine.loading import load_predictor
+
+    _check_int("--horizon", horizon, 1)
+    _check_int("--samples", samples, 1)
+    _check_int("--batch-size", batch_size, 1)
+    if start is not None:
+        _check_int("--start", start, 0)
+    if context is not None:
+        _check_int("--context", context, 1)
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}", f"choose one of {', '.join(PRECISIONS)}")
+    if isinstance(shard, str):
+        from vpcli.cli.common import parse_shard
+        shard = parse_shard(shard)
+    if weights is None and method is None:
+        method = "slamp"
+    model, cfg, winfo = load_predictor(method, weights, device=device)
+    if save_components and not has_components(model):
+        raise UsageError(f"--save-components: {cfg.method} has no components (flow, mask) to save",
+                         "only slamp and slamp-baseline decode flow and masks; drop --save-components")
+    notes: list[str] = []
+    if batch_size != 1:
+        _warn(callback, f"--batch-size {batch_size}: predict runs one clip per forward pass (the samples of a clip "
+                        "are one batch); using 1", notes)
+    if winfo.get("default"):
+        _warn(callback, f"no --weights given: using {winfo['name']}, the first {cfg.method} weights in the "
+                        "manifests", notes)
+    items = collect_inputs(list(inputs), recursive=recursive, shard=shard)
+    out = Path(out)
+    if callback:
+        callback("start", {"method": cfg.method, "inputs": len(items), "out": str(out), "weights": winfo})
+
+    def one(item: tuple[Path, str]) -> dict[str, Any]:
+        path, name = item
+        return predict_clip(path, out / name, model, cfg, winfo, horizon=horizon, samples=samples, seed=seed,
+                            start=start, context=context, resize=resize, grid=grid, save_components=save_components,
+                            lossless=lossless, precision=precision, device=device, overwrite=overwrite,
+                            callback=callback, extra_meta={"name": name, "notes": notes} if notes else {"name": name})
+
+    return (for_each or _default_for_each)(items, one)
+
+
+__all__ = ["PredictWarning", "context_range", "is_greyscale", "luma_601", "predict", "predict_clip", "to_uint8"]
