@@ -446,3 +446,54 @@ def test_run_folder_without_checkpoint(capsys, tmp_path, run_dir):
     shutil.rmtree(broken / "checkpoints")
     code, _, err = run(capsys, "eval", "--weights", broken, "--out", tmp_path / "e")
     assert code == 1 and "has no checkpoints/best.safetensors or last.safetensors" in err
+
+
+@pytest.fixture(scope="module")
+def slamp_run(tmp_path_factory) -> Path:
+    from test_predict import SLAMP_TINY, make_run
+    return make_run(tmp_path_factory.mktemp("slamp") / "run", "slamp-mmnist-tiny", SLAMP_TINY + ["data.future=3"],
+                    gain=True)
+
+
+def test_heads_score_the_components_of_the_same_rollout(tmp_path, slamp_run):
+    """--head static/dynamic/average (SLAMP Table 7) score x^p, x^f and their mean from the rollout
+    that feeds back the fused frame; checked against the components of a direct predict call."""
+    from vpcli.data.clips import make_dataset
+    from vpcli.engine.evaluator import _seed_for
+    from vpcli.engine.evaluator import load_predictor
+    kw = {"weights": str(slamp_run), "num_sequences": 2, "samples": 3, "metric": "psnr", "batch_size": 2,
+          "seed": 5, "videos": False, "plots": False}
+    got = {h: evaluate(head=h, out=tmp_path / h, **kw) for h in ("fused", "static", "dynamic", "average")}
+    assert got["static"]["inputs"]["head"] == "static"
+    model = load_predictor(None, str(slamp_run), [], "cpu").model
+    ds = make_dataset("synthetic:moving-digits", split="test", context=3, future=3, channels=1, num_clips=2,
+                      size=(64, 64), seed=0)
+    rgb = torch.stack([ds[0]["rgb"], ds[1]["rgb"]])
+    gen = torch.Generator().manual_seed(_seed_for(5, 0))
+    parts: dict[str, torch.Tensor] = {}
+    per_head: dict[str, list[torch.Tensor]] = {h: [] for h in got}
+    with torch.inference_mode():
+        for frames in model.predict({"rgb": rgb[:, :3]}, 3, 3, gen, components=parts):
+            per_head["fused"].append(frames)
+            per_head["static"].append(parts["app"].clamp(0, 1))
+            per_head["dynamic"].append(parts["motion"].clamp(0, 1))
+            per_head["average"].append(((parts["app"] + parts["motion"]) / 2).clamp(0, 1))
+    for h, steps in per_head.items():
+        pred = torch.stack(steps, 2)  # B,S,T,C,H,W
+        gt = rgb[:, None, 3:6].expand_as(pred)
+        v = psnr(pred.reshape(-1, *pred.shape[2:]), gt.reshape(-1, *gt.shape[2:])).view(2, 3, 3).mean(-1)
+        expected = v.max(dim=1).values.mean().item()  # best of 3 per sequence, mean over sequences
+        assert got[h]["metrics"]["psnr"]["mean"] == pytest.approx(expected, rel=1e-5), h
+    assert len({round(r["metrics"]["psnr"]["mean"], 6) for r in got.values()}) == 4  # four different scores
+
+
+def test_head_needs_a_predictor_with_components(capsys, tmp_path, identical):
+    code, _, err = run(capsys, "eval", "--method", "copy-last", "--data", "synthetic:moving-digits", "--head", "static",
+                       "--num-sequences", "1", "--samples", "1", "--out", tmp_path / "e")
+    assert code == 2 and "copy-last has no static/dynamic heads" in err
+    code, _, err = run(capsys, "eval", "--pred", identical[0], "--gt", identical[1], "--head", "dynamic",
+                       "--out", tmp_path / "f")
+    assert code == 2 and "predictions on disk have none" in err
+    code, _, err = run(capsys, "eval", "--method", "copy-last", "--head", "statik", "--out", tmp_path / "g")
+    assert code == 2 and "--head must be one of fused, static, dynamic, average" in err
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()

@@ -3,6 +3,7 @@ every bad-input message. Tiny seeded models saved as run folders in tmp; the fil
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -307,6 +308,26 @@ def test_first_manifest_entry_of_the_method_is_the_default(capsys, tmp_path, run
                        "--out", tmp_path / "q")
     assert code == 0, err
     assert meta(tmp_path / "q" / "grey64")["weights"]["default"] is False
+
+
+def test_default_weights_follow_the_clip_channels(capsys, tmp_path, runs, clips, monkeypatch):
+    """Without --weights, an RGB clip gets the method's first RGB entry and a grey clip its first grey
+    entry, whatever their order in the manifest."""
+    from vpcli.api import export_weights
+    rgb_run = make_run(tmp_path / "rgb", "slamp-mmnist-tiny", SLAMP_TINY + ["data.channels=3"])
+    grey_run = tmp_path / "grey"
+    shutil.copytree(runs["slamp"], grey_run)
+    manifests = [export_weights(run_dir, name)["manifest"] for run_dir, name in ((grey_run, "tiny-grey"),
+                                                                                  (rgb_run, "tiny-rgb"))]
+    monkeypatch.setenv("VPCLI_MANIFEST", os.pathsep.join(manifests))  # the grey entry comes first
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
+    code, _, err = run(capsys, "predict", clips["rgb64"], clips["grey64"], "--horizon", 1, "--out", tmp_path / "p")
+    assert code == 0, err
+    assert "using tiny-rgb, the first slamp weights in the manifests for RGB clips" in err
+    assert "using tiny-grey, the first slamp weights in the manifests for greyscale clips" in err
+    assert meta(tmp_path / "p" / "rgb64")["weights"]["name"] == "tiny-rgb"
+    assert meta(tmp_path / "p" / "grey64")["weights"]["name"] == "tiny-grey"
+    assert frames(tmp_path / "p" / "rgb64" / "sample_000.mp4").shape[-1] == 3
 
 
 def test_existing_output_is_refused_and_other_inputs_still_run(capsys, tmp_path, runs, clips):

@@ -151,6 +151,8 @@ def _build_datasets(run_cfg, seed: int):
                   channels=d.channels, seed=seed)
     synthetic = d.source.startswith("synthetic:")
     train_kw = {"num_clips": d.train_clips} if synthetic and d.train_clips else {}
+    if not synthetic and d.window_stride:
+        train_kw["window_stride"] = d.window_stride  # validation keeps disjoint windows
     train_set = make_dataset(d.source, split="train", **common, **train_kw)
     if len(train_set) == 0:
         raise InputError(f"{d.source} yields no training clips of {d.length} frames",

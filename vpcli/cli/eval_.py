@@ -50,6 +50,10 @@ def evaluate(
     num_sequences: Annotated[Optional[int], typer.Option(
         min=1, help="Evaluate at most this many test sequences (synthetic sources: default 100).",
         rich_help_panel=_MODEL)] = None,
+    head: Annotated[str, typer.Option(
+        help="What is scored of a flow/mask predictor's rollout: fused (the prediction), static (appearance "
+             "head), dynamic (warped-frame head) or average (of the two, no mask) -- SLAMP's Table 7.",
+        rich_help_panel=_MODEL)] = "fused",
     split: Annotated[str, typer.Option(
         help="Split of --data to use: train, val, test or all.", rich_help_panel=_MODEL)] = "test",
     size: Annotated[Optional[str], typer.Option(
@@ -101,7 +105,7 @@ def evaluate(
             samples=samples, context=context, horizon=horizon, num_sequences=num_sequences, split=split, size=size,
             metric=metric, metric_weights=metric_weights, untrained_metrics=untrained_metrics, lpips_net=lpips_net,
             num_classes=num_classes, miou_classes=miou_classes, out=out, batch_size=batch_size, device=device,
-            seed=seed, overwrite=overwrite, callback=renderer)
+            seed=seed, overwrite=overwrite, head=head, callback=renderer)
     finally:
         renderer.stop()
     print_summary(results, as_json=json)

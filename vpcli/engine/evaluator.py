@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import itertools
 import math
 import re
@@ -840,25 +841,54 @@ def _sequence_name(item: dict) -> str:
     return sid if start == 0 else f"{sid}@{start}"
 
 
-def _predict_steps(model, ctx: dict, horizon: int, samples: int, seed: int, device: str) -> Iterator[torch.Tensor]:
+# --head: which of a flow/mask predictor's outputs is scored (SLAMP App. D, Table 7). The rollout is
+# the model's own (the fused frame is fed back); only what is scored changes.
+HEADS = {"fused": "the final prediction (Eq. 1)", "static": "the appearance (pixel decoder) head x^p",
+         "dynamic": "the motion head x^f (previous frame warped by the predicted flow)",
+         "average": "(x^p + x^f) / 2, without the mask"}
+
+
+def check_head(model, method: str, head: str) -> None:
+    if head not in HEADS:
+        raise UsageError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
+    if head != "fused" and "components" not in inspect.signature(model.predict).parameters:
+        raise UsageError(f"{method} has no static/dynamic heads to score", "use --head fused (the default)")
+
+
+def _predict_steps(model, ctx: dict, horizon: int, samples: int, seed: int, device: str,
+                   head: str = "fused") -> Iterator[torch.Tensor]:
     """The predictor's steps for one batch, drawn from a generator seeded by (seed, batch start):
-    the same seed and batch size give the same samples, so a batch can be re-predicted exactly."""
+    the same seed and batch size give the same samples, so a batch can be re-predicted exactly.
+    ``head`` other than ``fused`` yields that head's frames from the same rollout."""
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    return iter(model.predict(ctx, horizon, samples, gen))
+    if head == "fused":
+        return iter(model.predict(ctx, horizon, samples, gen))
+    parts: dict[str, torch.Tensor] = {}
+
+    def heads() -> Iterator[torch.Tensor]:
+        for _ in model.predict(ctx, horizon, samples, gen, components=parts):
+            if head == "static":
+                yield parts["app"].clamp(0, 1)
+            elif head == "dynamic":
+                yield parts["motion"].clamp(0, 1)
+            else:
+                yield ((parts["app"] + parts["motion"]) / 2).clamp(0, 1)
+    return heads()
 
 
 def _evaluate_model(loaded: LoadedModel, dataset, indices: list[int], metrics: list[MetricRunner], agg: Aggregator,
                     fvd: FeatureSet | None, *, context: int, horizon: int, samples: int, batch_size: int,
-                    seed: int, device: str, callback: Callback) -> None:
+                    seed: int, device: str, callback: Callback, head: str = "fused") -> None:
     with torch.inference_mode():
         _evaluate_model_batches(loaded, dataset, indices, metrics, agg, fvd, context=context, horizon=horizon,
-                                samples=samples, batch_size=batch_size, seed=seed, device=device, callback=callback)
+                                samples=samples, batch_size=batch_size, seed=seed, device=device, callback=callback,
+                                head=head)
 
 
 def _evaluate_model_batches(loaded: LoadedModel, dataset, indices: list[int], metrics: list[MetricRunner],
                             agg: Aggregator, fvd: FeatureSet | None, *, context: int, horizon: int, samples: int,
-                            batch_size: int, seed: int, device: str, callback: Callback) -> None:
+                            batch_size: int, seed: int, device: str, callback: Callback, head: str = "fused") -> None:
     frame_metrics = [m for m in metrics if m.kind == "frame"]
     model = loaded.model
     needs = getattr(model, "inputs", frozenset({"rgb"}))
@@ -875,7 +905,7 @@ def _evaluate_model_batches(loaded: LoadedModel, dataset, indices: list[int], me
                 if m.name == "psnr"}
         first_sample = [] if fvd is not None else None
         steps = 0
-        for t, frames in enumerate(_predict_steps(model, ctx, horizon, samples, _seed_for(seed, b0), device)):
+        for t, frames in enumerate(_predict_steps(model, ctx, horizon, samples, _seed_for(seed, b0), device, head)):
             if t >= horizon:
                 break
             if frames.shape != (n_b, samples, c, h, w):
@@ -907,7 +937,7 @@ def _evaluate_model_batches(loaded: LoadedModel, dataset, indices: list[int], me
             name = _sequence_name(item)
             values = {m: v[j].numpy().astype(np.float64) for m, v in vals.items()}
             capped = {m.name: (caps[m.name][j].numpy() if m.name in caps else None) for m in frame_metrics}
-            ref = {"batch": batch_idx, "pos": j, "seed": _seed_for(seed, b0), "index": batch_idx[j]}
+            ref = {"batch": batch_idx, "pos": j, "seed": _seed_for(seed, b0), "index": batch_idx[j], "head": head}
             record = agg.add(name, values, capped, ref)
             callback("sequence", {"index": done, "total": total, **record})
             done += 1
@@ -952,7 +982,8 @@ def _recreate_model_sample(loaded: LoadedModel, dataset, ref: SequenceRef, *, co
     ctx = _context_batch(items, context, getattr(loaded.model, "inputs", frozenset({"rgb"})), device)
     pos, k = ref.data["pos"], ref.sample
     with torch.inference_mode():
-        steps = _predict_steps(loaded.model, ctx, horizon, samples, ref.data["seed"], device)
+        steps = _predict_steps(loaded.model, ctx, horizon, samples, ref.data["seed"], device,
+                               ref.data.get("head", "fused"))
         frames = [f[pos, k].cpu() for _, f in zip(range(horizon), steps)]
     rgb = items[pos]["rgb"]
     return _to_uint8(rgb[:context]), _to_uint8(rgb[context:context + horizon]), _to_uint8(torch.stack(frames))
@@ -1108,7 +1139,7 @@ def evaluate(*, pred: Path | str | None = None, gt: Path | str | None = None, me
              metric_weights: list[str] | dict[str, str] | None = None, untrained_metrics: bool = False,
              lpips_net: str = "alex", num_classes: int = 19, miou_classes: str | None = None,
              out: Path | str = Path("eval"), batch_size: int = 8, device: str = "cpu", seed: int = 0,
-             overwrite: bool = False, plots: bool = True, videos: bool = True,
+             overwrite: bool = False, plots: bool = True, videos: bool = True, head: str = "fused",
              callback: Callback | None = None, **_: Any) -> dict[str, Any]:
     """Evaluate predictions on disk (``pred``/``gt``) or a predictor (``method``/``weights``/``data``).
 
@@ -1133,6 +1164,10 @@ def evaluate(*, pred: Path | str | None = None, gt: Path | str | None = None, me
         raise UsageError("nothing to evaluate", "pass --pred DIR --gt DIR, or --method M [--weights W] --data SRC")
     if split not in ("train", "val", "test", "all"):
         raise UsageError(f"--split must be train, val, test or all, got {split!r}")
+    if head not in HEADS:
+        raise UsageError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
+    if folder_mode and head != "fused":
+        raise UsageError("--head scores a predictor's heads; predictions on disk have none", "drop --head")
     for opt, v, lo in (("--samples", samples, 1), ("--batch-size", batch_size, 1), ("--gt-offset", gt_offset, 0),
                        ("--context", context, 1), ("--horizon", horizon, 1), ("--num-sequences", num_sequences, 1),
                        ("--num-classes", num_classes, 1)):
@@ -1151,7 +1186,7 @@ def evaluate(*, pred: Path | str | None = None, gt: Path | str | None = None, me
                     num_sequences=num_sequences, split=split, hw=hw, gt_offset=gt_offset, align=align,
                     untrained_metrics=untrained_metrics, lpips_net=lpips_net, num_classes=num_classes,
                     miou_classes=miou_classes, out=Path(out), batch_size=batch_size, device=device, seed=seed,
-                    overwrite=overwrite, plots=plots, videos=videos, callback=callback)
+                    overwrite=overwrite, plots=plots, videos=videos, head=head, callback=callback)
             finally:
                 recorded = list(caught)
     finally:
@@ -1163,7 +1198,7 @@ def evaluate(*, pred: Path | str | None = None, gt: Path | str | None = None, me
 
 def _run(caught: list, *, names, mweights, folder_mode, pred, gt, method, weights, data, samples, context, horizon,
          num_sequences, split, hw, gt_offset, align, untrained_metrics, lpips_net, num_classes, miou_classes, out,
-         batch_size, device, seed, overwrite, plots, videos, callback) -> dict[str, Any]:
+         batch_size, device, seed, overwrite, plots, videos, callback, head="fused") -> dict[str, Any]:
     import json
 
     from vpcli.api import run_meta
@@ -1202,6 +1237,7 @@ def _run(caught: list, *, names, mweights, folder_mode, pred, gt, method, weight
             overrides.append(f"data.size=[{hw[0]}, {hw[1]}]")
         loaded = load_predictor(method, weights, overrides, device)
         cfg = loaded.config
+        check_head(loaded.model, cfg.method, head)
         source, dataset, indices = _make_test_set(cfg, data=data, split=split, num_sequences=num_sequences, size=hw,
                                                   size_given=hw is not None, from_config=loaded.size_from_config)
         ctx_len, hor = cfg.data.context, cfg.data.future
@@ -1214,7 +1250,7 @@ def _run(caught: list, *, names, mweights, folder_mode, pred, gt, method, weight
         inputs = {"mode": "predictor", "method": cfg.method, "weights": loaded.weights, "data": source,
                   "split": split, "sequences": n_seq, "context": ctx_len, "horizon": hor, "samples": samples,
                   "frame_step": cfg.data.frame_step, "size": list(first.shape[-2:]), "channels": int(first.shape[1]),
-                  "seed": seed, "batch_size": batch_size, "device": device,
+                  "seed": seed, "batch_size": batch_size, "device": device, "head": head,
                   "dataset": _plain(dataset.summary()) if hasattr(dataset, "summary") else None}
         protocol = _protocol_text("model", samples=samples, context=ctx_len, horizon=hor, n=n_seq, fvd="fvd" in names)
 
@@ -1230,7 +1266,8 @@ def _run(caught: list, *, names, mweights, folder_mode, pred, gt, method, weight
                                       callback=callback)
             else:
                 _evaluate_model(loaded, dataset, indices, metrics, agg, fvd, context=ctx_len, horizon=hor,
-                                samples=samples, batch_size=batch_size, seed=seed, device=device, callback=callback)
+                                samples=samples, batch_size=batch_size, seed=seed, device=device, callback=callback,
+                                head=head)
         finally:
             agg.close()
         by_name = agg.summary()

@@ -97,10 +97,15 @@ def _from_path(text: str, registry_names: list[str]) -> tuple[Path, dict[str, An
                         "default": False}
 
 
-def _default_entry(method: str):
-    """The first predictor entry of the manifests whose arch is ``method`` (None if there is none)."""
+def _default_entry(method: str, channels: int | None = None):
+    """The first predictor entry of the manifests whose arch is ``method`` and, when ``channels``
+    is given, whose config takes that many channels (else the first of the method; None if none)."""
     from vpcli.weights import load_manifests
-    return next((e for e in load_manifests() if e.task == "predictor" and e.arch == method), None)
+    entries = [e for e in load_manifests() if e.task == "predictor" and e.arch == method]
+    if channels is not None:
+        same = [e for e in entries if int((e.load_config().get("data") or {}).get("channels", 0)) == channels]
+        entries = same or entries
+    return entries[0] if entries else None
 
 
 def _has_parameters(method: str, base: dict[str, Any], overrides: list[str]) -> bool:
@@ -112,13 +117,14 @@ def _has_parameters(method: str, base: dict[str, Any], overrides: list[str]) -> 
 
 
 def load_predictor(method: str | None, weights: str | os.PathLike | None, *, device: str = "cpu",
-                   overrides: list[str] = (), default_weights: bool = True):
+                   overrides: list[str] = (), default_weights: bool = True, channels: int | None = None):
     """Build the predictor (in eval mode, on ``device``) and its RunConfig.
 
     Returns ``(model, config, info)`` (see the module docstring for ``info``). ``overrides`` are
     ``--set``-style ``key=value`` strings applied on top of the weights' config (e.g.
     ``data.context=4``). ``method`` must agree with the weights' method when both are given;
-    without weights it is required. ``default_weights=False`` never looks in the manifests.
+    without weights it is required. ``default_weights=False`` never looks in the manifests;
+    ``channels`` (1 or 3) picks, among a method's manifest entries, the first one for that many channels.
     """
     from vpcli import registry
     from vpcli.engine.run import resolve_config
@@ -134,7 +140,7 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
         registry.get("predictor", method)  # unknown method: exit 2 listing the valid ones
         base: dict[str, Any] = {"method": method}
         if _has_parameters(method, base, overrides):
-            entry = _default_entry(method) if default_weights else None
+            entry = _default_entry(method, channels) if default_weights else None
             if entry is None:
                 raise UsageError(f"no bundled weights for {method} yet — {method} has trained parameters: "
                                  f"pass --weights {WEIGHTS_FORMS}",

@@ -153,6 +153,13 @@ def _warn(callback: Callback | None, message: str, sink: list[str]) -> None:
 # One clip
 
 
+def first_frame(path: Path) -> np.ndarray:
+    """The first frame of a clip, ``uint8 (1, H, W, 3)`` (to tell greyscale clips from RGB ones)."""
+    from vpcli.io.video import iter_frames
+    with contextlib.closing(iter_frames(path, start=0, end=1)) as frames:
+        return np.stack(list(frames))
+
+
 def load_context(path: Path, *, context: int, start: int | None, model, cfg, weights_info: dict[str, Any],
                  resize: bool, callback: Callback | None = None,
                  warnings_sink: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -373,7 +380,22 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
         shard = parse_shard(shard)
     if weights is None and method is None:
         method = "slamp"
-    model, cfg, winfo = load_predictor(method, weights, device=device)
+    # Without --weights the method's manifest entries are the defaults: the first one for RGB clips
+    # is loaded now (usage errors before any input), a greyscale clip gets the first one for grey
+    # clips (loaded when the first grey clip comes).
+    model, cfg, winfo = load_predictor(method, weights, device=device, channels=3)
+    loaded = {3: (model, cfg, winfo)}
+    announced: set[str] = set()
+
+    def for_clip(path: Path):
+        if not winfo.get("default") or getattr(model.config, "channels", 3) != 3:
+            return model, cfg, winfo
+        if not is_greyscale(first_frame(path)):
+            return loaded[3]
+        if 1 not in loaded:
+            loaded[1] = load_predictor(method, None, device=device, channels=1)
+        return loaded[1]
+
     if save_components and not has_components(model):
         raise UsageError(f"--save-components: {cfg.method} has no components (flow, mask) to save",
                          "only slamp and slamp-baseline decode flow and masks; drop --save-components")
@@ -381,9 +403,6 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
     if batch_size != 1:
         _warn(callback, f"--batch-size {batch_size}: predict runs one clip per forward pass (the samples of a clip "
                         "are one batch); using 1", notes)
-    if winfo.get("default"):
-        _warn(callback, f"no --weights given: using {winfo['name']}, the first {cfg.method} weights in the "
-                        "manifests", notes)
     items = collect_inputs(list(inputs), recursive=recursive, shard=shard)
     out = Path(out)
     if callback:
@@ -391,10 +410,20 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
 
     def one(item: tuple[Path, str]) -> dict[str, Any]:
         path, name = item
+        model, cfg, winfo = for_clip(path)
+        clip_notes = list(notes)
+        if winfo.get("default"):
+            kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
+            msg = (f"no --weights given: using {winfo['name']}, the first {cfg.method} weights in the manifests "
+                   f"for {kind} clips")
+            clip_notes.append(msg)
+            if msg not in announced:  # once per run, not once per clip
+                announced.add(msg)
+                _warn(callback, msg, [])
         return predict_clip(path, out / name, model, cfg, winfo, horizon=horizon, samples=samples, seed=seed,
                             start=start, context=context, resize=resize, grid=grid, save_components=save_components,
                             lossless=lossless, precision=precision, device=device, overwrite=overwrite,
-                            callback=callback, extra_meta={"name": name, "notes": notes} if notes else {"name": name})
+                            callback=callback, extra_meta={"name": name, "notes": clip_notes} if clip_notes else {"name": name})
 
     return (for_each or _default_for_each)(items, one)
 

@@ -35,12 +35,15 @@ class DataConfig:
     frame_step: int = 1
     train_clips: int = 0                      # synthetic sources: clips per epoch (0 = the generator's default)
     val_clips: int = 16
+    window_stride: int = 0                    # folder sources: frames between window starts (0 = a window's span)
 
     def __post_init__(self):
         if self.context < 1 or self.future < 1:
             raise ValueError(f"context and future must be >= 1, got {self.context} and {self.future}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.window_stride < 0:
+            raise ValueError(f"window_stride must be >= 0, got {self.window_stride}")
         if min(self.size) < 8:
             raise ValueError(f"size must be at least 8x8, got {self.size}")
 
