@@ -7,11 +7,12 @@
      left -> right is (-disparity, 0), scored on pixels with known disparity;
    - synthetic street sequences (vpcli.data.synth_street, 128x256): exact flow on non-occluded
      pixels; plus the forward-backward occlusion check on DIS flow against the exact masks.
-   PWC-Net is scored only with real weights (``--pwcnet-weights``): random weights give no
-   meaningful EPE.
+   PWC-Net is scored with the bundled slim model trained here (``pwcnet-slim-synth``,
+   scripts/train_pwcnet.py) or other weights (``--pwcnet-weights``; ``none`` to skip); random
+   weights give no meaningful EPE.
 2. Speed: frame pairs per second at 128x256 and 256x512 (synthetic street frames) for DIS
    (medium, fast, ultrafast), Farnebaeck and PWC-Net (random weights: speed only), PWC-Net also
-   with channels_last and bf16 autocast, on this machine's CPU threads.
+   with channels_last and bf16 autocast, and the bundled slim PWC-Net, on this machine's CPU threads.
 3. Overhead: DIS through vpcli's streaming path (``iter_pair_flows`` + ``DISFlow``: batching,
    grey conversion, layout) against a bare OpenCV loop (each frame converted to grey once,
    ``dis.calc`` per pair) on the same frames; target ratio <= 1.15. Also the whole runner with
@@ -36,6 +37,7 @@ import numpy as np
 
 from vpcli import registry
 from vpcli.data.synth_street import SynthStreetConfig, render_sequence
+from vpcli.preprocess.flow_cases import stereo_motorcycle
 
 # --------------------------------------------------------------------------------------------
 # Ground truth (the same constructions as tests/test_flow_engine.py)
@@ -62,16 +64,8 @@ def homography_case(img):
 
 
 def stereo_case(factor):
-    from skimage import data
-    left, right, disp = data.stereo_motorcycle()
-    hh, ww = left.shape[0] // factor * factor, left.shape[1] // factor * factor
-    size = (ww // factor, hh // factor)
-    lo = cv2.resize(left[:hh, :ww], size, interpolation=cv2.INTER_AREA)
-    ro = cv2.resize(right[:hh, :ww], size, interpolation=cv2.INTER_AREA)
-    blocks = disp[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor)
-    valid = np.isfinite(blocks).all(axis=(1, 3))
-    d = np.where(valid, np.where(np.isfinite(blocks), blocks, 0).mean(axis=(1, 3)), 0) / factor
-    return lo[None], ro[None], np.stack([-d, np.zeros_like(d)]).astype(np.float32)[None], valid[None]
+    lo, ro, flow, valid = stereo_motorcycle(factor)
+    return lo[None], ro[None], flow[None], valid[None]
 
 
 def street_case(seeds, length=3, size=(128, 256)):
@@ -96,9 +90,17 @@ def backends(pwcnet_weights=None):
         "dis ultrafast": registry.create("flow", "dis", preset="ultrafast"),
         "farneback": registry.create("flow", "farneback"),
     }
-    if pwcnet_weights:
+    if pwcnet_weights and pwcnet_weights != "none":
         out["pwcnet"] = registry.create("flow", "pwcnet", weights=pwcnet_weights)
     return out
+
+
+def bundled_pwcnet() -> str | None:
+    """The bundled PWC-Net's manifest name when its file is installed."""
+    from vpcli.preprocess.pwcnet import DEFAULT_WEIGHTS
+    from vpcli.weights import load_manifests
+    reg = load_manifests()
+    return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS in reg and reg.get(DEFAULT_WEIGHTS).source.path.is_file() else None
 
 
 def accuracy(ests, quick):
@@ -163,6 +165,9 @@ def speed(sizes, pairs, repeat, threads):
         ests["pwcnet channels_last"] = PWCNetFlow(model=PWCNet().eval(), channels_last=True)
         ests["pwcnet bf16 autocast"] = PWCNetFlow(model=model, precision="bf16")
         ests["pwcnet bf16 + channels_last"] = PWCNetFlow(model=PWCNet().eval(), precision="bf16", channels_last=True)
+        if bundled_pwcnet():
+            ests["pwcnet slim (bundled) fp32"] = registry.create("flow", "pwcnet")
+            ests["pwcnet slim (bundled) bf16"] = registry.create("flow", "pwcnet", precision="bf16")
         for name, est in ests.items():
             is_net = name.startswith("pwcnet")
             n = min(pairs, 4) if is_net else pairs
@@ -245,7 +250,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer cases and pairs")
     ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: as is)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--pwcnet-weights", default=None, help="score PWC-Net too with these weights")
+    ap.add_argument("--pwcnet-weights", default=None,
+                    help="score PWC-Net with these weights (default: the bundled model if installed; none: skip)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["accuracy", "speed", "overhead"])
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -258,7 +264,7 @@ def main(argv=None):
           f"{torch.__version__} threads {threads}, OpenCV {cv2.__version__} threads {cv2.getNumThreads()}")
     out = {}
     if "accuracy" not in args.skip:
-        rows, occ = accuracy(backends(args.pwcnet_weights), args.quick)
+        rows, occ = accuracy(backends(args.pwcnet_weights or bundled_pwcnet()), args.quick)
         print("\n## EPE (px)\n" + table(rows))
         print("\n## Occlusion (forward-backward check) vs exact masks, synth street\n" +
               table([{"flow": k, **v} for k, v in occ.items()]))

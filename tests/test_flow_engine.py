@@ -9,8 +9,8 @@ Ground truth:
 - synthetic street sequences (vpcli.data.synth_street): exact flow, scored on non-occluded pixels.
 
 The thresholds hold with a margin of about 1.5-2x over the measured values (printed by
-benchmarks/bench_flow.py). PWC-Net is not scored: without its pretrained weights (not
-downloadable here) its EPE says nothing.
+benchmarks/bench_flow.py). The published PWC-Net weights are not downloadable here; the slim
+model vpcli bundles is scored by scripts/train_pwcnet.py --eval-only and tests/test_pwcnet.py.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from vpcli import registry
 from vpcli.cli.app import main
 from vpcli.errors import DataFormatError, UsageError, VideoError
 from vpcli.io.flow import read_flo, read_flow_npz
+from vpcli.preprocess.flow_cases import stereo_motorcycle
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -54,16 +55,7 @@ def homography_pair(img: np.ndarray, H: np.ndarray):
 
 
 def stereo_pair(factor: int = 4):
-    """Motorcycle pair downscaled by ``factor`` (area), flow (-d, 0) and the valid (finite) mask."""
-    left, right, disp = skimage_data.stereo_motorcycle()
-    hh, ww = left.shape[0] // factor * factor, left.shape[1] // factor * factor
-    size = (ww // factor, hh // factor)
-    lo = cv2.resize(left[:hh, :ww], size, interpolation=cv2.INTER_AREA)
-    ro = cv2.resize(right[:hh, :ww], size, interpolation=cv2.INTER_AREA)
-    blocks = disp[:hh, :ww].reshape(hh // factor, factor, ww // factor, factor)
-    valid = np.isfinite(blocks).all(axis=(1, 3))  # a block counts only if all its pixels are known
-    d = np.where(valid, np.where(np.isfinite(blocks), blocks, 0).mean(axis=(1, 3)), 0) / factor
-    return lo, ro, np.stack([-d, np.zeros_like(d)]).astype(np.float32), valid
+    return stereo_motorcycle(factor)
 
 
 def epe(est: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
@@ -301,10 +293,25 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys, small_street, args, what):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
-def test_cli_pwcnet_without_weights_is_one_clear_line(tmp_path, capsys, small_street, monkeypatch):
+def test_cli_pwcnet_without_weights_uses_the_bundled_model(tmp_path, capsys, small_street, monkeypatch):
+    from vpcli.preprocess.pwcnet import DEFAULT_WEIGHTS
+    from vpcli.weights import load_manifests
+    monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
+    if DEFAULT_WEIGHTS not in load_manifests() or not load_manifests().get(DEFAULT_WEIGHTS).source.path.is_file():
+        pytest.skip("the bundled PWC-Net weights are not installed")
+    clip = write_frames(tmp_path / "clip", small_street.rgb[:3])
+    code, _, err = run_cli(capsys, "flow", str(clip), "--out", str(tmp_path / "o"), "--method", "pwcnet")
+    assert code == 0, err
+    assert read_flow_npz(tmp_path / "o" / "clip" / "flow_forward.npz").shape == (2, 2, 48, 64)
+    meta = json.loads((tmp_path / "o" / "clip" / "meta.json").read_text())
+    assert meta["parameters"]["weights"] == DEFAULT_WEIGHTS and len(meta["parameters"]["weights_sha256"]) == 64
+
+
+def test_cli_pwcnet_with_unavailable_weights_is_one_clear_line(tmp_path, capsys, small_street, monkeypatch):
     monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
     clip = write_frames(tmp_path / "clip", small_street.rgb[:2])
-    code, _, err = run_cli(capsys, "flow", str(clip), "--out", str(tmp_path / "o"), "--method", "pwcnet")
+    code, _, err = run_cli(capsys, "flow", str(clip), "--out", str(tmp_path / "o"), "--method", "pwcnet",
+                           "--weights", "pwcnet-sniklaus")
     assert code == 1
     line, = err.strip().splitlines()
     assert "PWC-Net needs pretrained weights" in line and "network-default.pytorch" in line

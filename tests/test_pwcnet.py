@@ -12,15 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vpcli.errors import WeightsError
+from vpcli.errors import UsageError, WeightsError
 from vpcli.preprocess.pwcnet import (
+    DEFAULT_WEIGHTS,
+    FLOW_SCALE,
     PWCNet,
+    PWCNetConfig,
     PWCNetFlow,
     backward_warp,
     convert_pwcnet_sniklaus,
     cost_volume,
     estimate_pwcnet,
+    load_pwcnet,
     load_pwcnet_state,
+    multiscale_loss,
 )
 
 
@@ -212,7 +217,7 @@ def test_missing_weights_say_how_to_get_them(monkeypatch):
     from vpcli import registry
     monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
     with pytest.raises(WeightsError) as info:
-        registry.create("flow", "pwcnet")
+        registry.create("flow", "pwcnet", weights="pwcnet-sniklaus")
     err = info.value
     assert "PWC-Net needs pretrained weights" in err.message and "pwcnet-sniklaus" in err.message
     assert "network-default.pytorch" in err.hint and "--weights" in err.hint and "--method dis" in err.hint
@@ -344,3 +349,158 @@ def test_cli_runs_pwcnet_with_a_weights_file(tmp_path, capsys):
     assert read_flow_npz(tmp_path / "o" / "clip" / "flow_backward.npz").shape == (2, 2, 40, 56)
     meta = json.loads((tmp_path / "o" / "clip" / "meta.json").read_text())
     assert meta["method"] == "pwcnet" and len(meta["parameters"]["weights_sha256"]) == 64
+
+
+# --------------------------------------------------------------------------------------------
+# Configurable widths, per-level outputs, training, the bundled model
+
+
+def test_default_config_is_the_published_network_and_slim_configs_construct_and_run():
+    assert PWCNetConfig() == PWCNetConfig.scaled(1.0)
+    assert PWCNetConfig().to_dict()["pyramid_channels"] == [16, 32, 64, 96, 128, 196]
+    slim = PWCNetConfig.scaled(0.5)
+    assert slim.pyramid_channels == (8, 16, 32, 48, 64, 98) and slim.dense_channels == (64, 64, 48, 32, 16)
+    torch.manual_seed(0)
+    model = PWCNet(slim).eval()
+    assert sum(p.numel() for p in model.parameters()) == 2_835_892  # 5.7 MB in fp16: bundleable (< 8 MB)
+    with torch.no_grad():
+        flow = estimate_pwcnet(model, torch.rand(1, 3, 48, 80), torch.rand(1, 3, 48, 80))
+    assert flow.shape == (1, 2, 48, 80) and torch.isfinite(flow).all()
+    tiny = PWCNetConfig(search_range=2, pyramid_channels=(4, 4, 4, 4, 4, 4), dense_channels=(4, 4, 4, 4, 4),
+                        context_channels=(4, 4, 4, 4, 4, 4))
+    with torch.no_grad():
+        assert PWCNet(tiny)(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)).shape == (1, 2, 16, 16)
+    # from a manifest entry's / file's config: lists become tuples, unknown keys and bad widths are errors
+    assert PWCNetConfig.from_dict({"arch": "pwcnet", **slim.to_dict()}) == slim
+    with pytest.raises(Exception, match="unknown config key 'width'"):
+        PWCNetConfig.from_dict({"width": 0.5})
+    with pytest.raises(UsageError, match="dense_channels must be 5 positive integers"):
+        PWCNetConfig(dense_channels=(8, 8))
+
+
+def test_forward_levels_shapes_and_forward_is_the_last_level_times_20():
+    torch.manual_seed(0)
+    model = PWCNet(PWCNetConfig.scaled(0.25)).eval()
+    a, b = torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        levels = model.forward_levels(a, b)
+        out = model(a, b)
+    assert [tuple(f.shape) for f in levels] == [(2, 2, 64 >> lv, 128 >> lv) for lv in (6, 5, 4, 3, 2)]
+    torch.testing.assert_close(out, levels[-1] * FLOW_SCALE)
+
+
+def test_multiscale_loss_is_zero_for_exact_levels_and_weights_each_level():
+    gt = torch.zeros(1, 2, 64, 64)
+    gt[:, 0] = 4.0  # constant 4 px to the right: every level's target is 4 / 20
+    exact = [torch.full((1, 2, 64 >> lv, 64 >> lv), 0.0).index_fill_(1, torch.tensor([0]), 0.2)
+             for lv in (6, 5, 4, 3, 2)]
+    assert float(multiscale_loss(exact, gt)) == pytest.approx(0.0, abs=1e-6)
+    zeros = [torch.zeros_like(f) for f in exact]
+    # every pixel of level l is off by 0.2: sum_l alpha_l * 0.2 * (64 / 2^l)^2
+    expected = sum(a * 0.2 * (64 >> lv) ** 2 for a, lv in zip((0.32, 0.08, 0.02, 0.01, 0.005), (6, 5, 4, 3, 2)))
+    assert float(multiscale_loss(zeros, gt)) == pytest.approx(expected, rel=1e-5)
+
+
+def _homography_pair(size=64, shift=(3.0, -2.0), seed=0):
+    """A smooth random texture and the same texture under a small homography; exact flow (1, 2, H, W)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur((rng.random((size + 32, size + 32, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+    c = np.array([[1, 0, -size / 2], [0, 1, -size / 2], [0, 0, 1.0]])
+    a = np.deg2rad(2.0)
+    m = np.array([[1.02 * np.cos(a), -1.02 * np.sin(a), shift[0]], [1.02 * np.sin(a), 1.02 * np.cos(a), shift[1]],
+                  [0, 0, 1.0]])
+    H = np.linalg.inv(c) @ m @ c
+    img1 = tex[16:16 + size, 16:16 + size]
+    T = np.array([[1, 0, -16], [0, 1, -16], [0, 0, 1.0]])  # texture -> crop coordinates
+    img2 = cv2.warpPerspective(tex, H @ T, (size, size), flags=cv2.INTER_LINEAR)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    p = np.stack([xs, ys, np.ones_like(xs)]).reshape(3, -1)
+    q = H @ p
+    flow = (q[:2] / q[2] - p[:2]).reshape(2, size, size).astype(np.float32)
+    def to_t(im):
+        return torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float() / 255  # (1, 3, H, W)
+    return to_t(img1), to_t(img2), torch.from_numpy(flow)[None]
+
+
+def test_a_few_training_steps_lower_the_loss_on_a_homography_pair():
+    a, b, gt = _homography_pair()
+    torch.manual_seed(0)
+    model = PWCNet(PWCNetConfig.scaled(0.25))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        loss = multiscale_loss(model.forward_levels(a, b), gt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.6 * losses[0], losses
+
+
+def test_slim_weights_round_trip_through_a_file_with_or_without_a_config(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    cfg = PWCNetConfig.scaled(0.25)
+    model = PWCNet(cfg).eval()
+    state = {k: v.half() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp_path / "slim.safetensors"))  # no config: the widths come from the shapes
+    save_file(state, str(tmp_path / "meta.safetensors"), metadata={"vpcli_config": json.dumps(cfg.to_dict())})
+    for name in ("slim.safetensors", "meta.safetensors"):
+        loaded = load_pwcnet(tmp_path / name)
+        assert loaded.config == cfg
+        torch.testing.assert_close(loaded.state_dict()["decoders.level2.predict.weight"],
+                                   state["decoders.level2.predict.weight"].float())
+    est = PWCNetFlow(weights=tmp_path / "slim.safetensors")
+    assert est.model.config == cfg and est.describe()["weights_sha256"]
+    with pytest.raises(WeightsError, match="has shape"):  # a config that does not fit the tensors
+        load_pwcnet(tmp_path / "slim.safetensors", PWCNetConfig.scaled(0.5).to_dict())
+    with pytest.raises(WeightsError, match="sniklaus PWC-Net weights"):
+        torch.save(sniklaus_state(), tmp_path / "network-default.pytorch")
+        load_pwcnet_state(tmp_path / "network-default.pytorch", cfg)
+
+
+def _bundled_entry():
+    from vpcli.weights import load_manifests
+    registry = load_manifests()
+    if DEFAULT_WEIGHTS not in registry:
+        return None
+    entry = registry.get(DEFAULT_WEIGHTS)
+    return entry if entry.source.path.is_file() else None
+
+
+@pytest.mark.skipif(_bundled_entry() is None, reason="the bundled PWC-Net weights are not installed")
+def test_bundled_model_is_the_default_and_beats_zero_flow_on_a_held_out_homography(monkeypatch):
+    """The model vpcli trained (scripts/train_pwcnet.py) never saw astronaut: a held-out photograph,
+    at 128x128 (the scale of its homography training crops). At 256x256 it is worse than zero flow
+    (manifest metrics, README Limits): it learned its coarse levels on 128-pixel-high inputs only."""
+    import cv2
+    from skimage import data
+
+    from vpcli import registry
+    monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
+    entry = _bundled_entry()
+    assert entry.task == "flow" and entry.arch == "pwcnet" and entry.source.path.stat().st_size < 8_000_000
+    est = registry.create("flow", "pwcnet")  # no weights: the bundled model, built from the entry's config
+    assert est.weights_name == DEFAULT_WEIGHTS and est.weights_sha256 == entry.sha256
+    assert est.model.config == PWCNetConfig.from_dict(entry.load_config()) != PWCNetConfig()
+    img = cv2.resize(data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)
+    h = w = 128
+    c = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1.0]])
+    a = np.deg2rad(-4.0)
+    m = np.array([[0.97 * np.cos(a), -0.97 * np.sin(a), -3.0], [0.97 * np.sin(a), 0.97 * np.cos(a), 4.0],
+                  [-2e-5, 4e-5, 1]])
+    H = np.linalg.inv(c) @ m @ c
+    moved = cv2.warpPerspective(img, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    p = np.stack([xs, ys, np.ones_like(xs)]).reshape(3, -1)
+    q = H @ p
+    q = q[:2] / q[2]
+    gt = (q - p[:2]).reshape(2, h, w)
+    valid = ((q[0] >= 0) & (q[0] <= w - 1) & (q[1] >= 0) & (q[1] <= h - 1)).reshape(h, w)
+    flow = est.estimate(img, moved)
+    err = np.sqrt(((flow - gt) ** 2).sum(0))[valid].mean()
+    zero = np.sqrt((gt ** 2).sum(0))[valid].mean()
+    assert err < 0.5 * zero, (err, zero)  # measured: 1.7 px vs 5.8 px

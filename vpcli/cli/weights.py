@@ -1,4 +1,5 @@
-"""`vpcli weights ...`: list, download, verify and inspect the named weights in the manifests.
+"""`vpcli weights ...`: list, download, verify and inspect the named weights in the manifests; export
+a run's weights and convert other projects' checkpoints (each with a one-entry manifest).
 
 Thin: parse -> `vpcli.weights` -> render. Tables and per-entry results go to stdout, progress and
 messages to stderr; `--json` prints one record per entry on stdout. Errors are VpcliError
@@ -13,12 +14,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from vpcli.api import WEIGHTS_FORMATS
 from vpcli.cli.common import emit_json, err_console, run_per_input
 from vpcli.errors import UsageError
 
 app = typer.Typer(
     help="List, download, verify and inspect named weights (see the manifest schema in "
-         "vpcli/weights_manifest.yaml).\n\nExample: vpcli weights download NAME, then vpcli weights verify",
+         "vpcli/weights_manifest.yaml); export a training run's weights or convert other projects' "
+         "checkpoints.\n\nExample: vpcli weights download NAME, then vpcli weights verify",
     no_args_is_help=True)
 
 Manifests = Annotated[Optional[list[Path]], typer.Option(
@@ -225,3 +228,49 @@ def export(
         emit_json(rec)
     else:
         typer.echo(f"wrote {rec['weights']} ({rec['bytes']} bytes, sha256 {rec['sha256']}) and {rec['manifest']}")
+
+
+def _convert_help() -> str:
+    formats = "\n\n".join(f"{fmt}: {info['what']}.\n\n  {info['example']}" for fmt, info in WEIGHTS_FORMATS.items())
+    return ("Convert another project's checkpoint to vpcli safetensors plus its one-entry manifest "
+            "NAME.manifest.yaml beside it (sha256, config, source file and its sha256), as `vpcli weights "
+            "export` writes. The file is read with torch.load(weights_only=True): nothing in it can run code.\n\n"
+            f"Formats (--from):\n\n{formats}\n\n"
+            "Use the result with --weights FILE (segment, flow) or by name: --manifest NAME.manifest.yaml, "
+            "or add it to $VPCLI_MANIFEST (predict, eval).")
+
+
+@app.command(help=_convert_help())
+def convert(
+    file: Annotated[Path, typer.Argument(help="The checkpoint file to convert.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--from", "-f", metavar="FORMAT", show_default=False,
+                                     help=f"Checkpoint format: {', '.join(WEIGHTS_FORMATS)}.")],
+    out: Annotated[Path, typer.Option("--out", "-o", dir_okay=False, show_default=False,
+                                      help="The .safetensors file to write; NAME.manifest.yaml goes beside it.")],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Manifest entry name (default: the stem of --out).")] = None,
+    config: Annotated[Optional[str], typer.Option(
+        "--config", help="slamp-official: the preset or YAML file whose model section the checkpoint was trained with.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE", help="slamp-official: override a config value, e.g. model.rnn_size=256.")] = None,
+    arch: Annotated[Optional[str], typer.Option(
+        help="deeplab-vainf: the backbone, mobilenet, resnet50 or resnet101 (VainF's deeplabv3plus_* names work too).")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(
+        "--num-classes", min=1, help="deeplab-vainf: expected class count (19 Cityscapes, 21 VOC); default: read from the file.")] = None,
+    output_stride: Annotated[Optional[int], typer.Option(
+        "--output-stride", help="deeplab-vainf: 8 or 16 (default 16, as VainF's published checkpoints).")] = None,
+    input_size: Annotated[Optional[str], typer.Option(
+        "--input-size", metavar="HxW", help="deeplab-vainf: the size inference fits frames into (default 1024x2048).")] = None,
+    fp16: Annotated[bool, typer.Option(help="Store floating-point tensors as float16 (half the size).")] = False,
+    license: Annotated[Optional[str], typer.Option(help="Licence recorded in the entry (default: what the format's source states).")] = None,
+    json: JsonOut = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output and manifest.")] = False,
+) -> None:
+    from vpcli import api
+    rec = api.convert_weights(fmt, file, out, name=name, config=config, overrides=list(set_ or []), arch=arch,
+                              num_classes=num_classes, output_stride=output_stride, input_size=input_size,
+                              fp16=fp16, license=license, overwrite=overwrite)
+    if json:
+        emit_json(rec)
+    else:
+        typer.echo(f"wrote {rec['weights']} ({rec['tensors']} tensors, {rec['bytes']} bytes, sha256 {rec['sha256']}) "
+                   f"and {rec['manifest']}")

@@ -82,7 +82,7 @@ def _config_beside(path: Path) -> tuple[dict[str, Any], str]:
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
         raise WeightsError(f"{path} is not a readable safetensors file: {str(e).splitlines()[0]}",
                            "pass DeepLabV3+ weights written by vpcli (or convert VainF's with "
-                           "python -m vpcli.weights.convert_deeplab)") from None
+                           "vpcli weights convert --from deeplab-vainf FILE --arch mobilenet --out OUT.safetensors)") from None
     if "vpcli_config" in meta:
         return json.loads(meta["vpcli_config"]), f"{path} (metadata)"
     raise WeightsError(f"no config found for {path}",
@@ -178,7 +178,7 @@ def _resolve(weights: str | os.PathLike | None, manifests) -> tuple[Path, str | 
         raise WeightsError(f"the default segmentation weights '{DEFAULT_WEIGHTS}' are not installed",
                            "reinstall vpcli (they ship with it), or pass --weights PATH to a DeepLabV3+ "
                            ".safetensors file; VainF's Cityscapes checkpoints convert with "
-                           "python -m vpcli.weights.convert_deeplab")
+                           "vpcli weights convert --from deeplab-vainf FILE --arch ARCH --out OUT.safetensors")
     # An explicit path (or a bare word naming an existing file); an unknown name raises
     # "unknown weights" with the closest manifest names, a missing path "weights file not found".
     resolved = resolve_weights(spec, manifests=registry)

@@ -149,7 +149,7 @@ def _build_farneback(**kwargs: Any) -> FlowEstimator:
     return FarnebackFlow(**kwargs)
 
 
-@register("flow", "pwcnet", description="PWC-Net (Sun et al. 2018), plain torch; needs weights (pwcnet-sniklaus)")
+@register("flow", "pwcnet", description="PWC-Net (Sun et al. 2018), plain torch; bundled pwcnet-slim-synth or converted sniklaus weights")
 def _build_pwcnet(**kwargs: Any) -> FlowEstimator:
     from vpcli.preprocess.pwcnet import PWCNetFlow
     return PWCNetFlow(**kwargs)

@@ -28,6 +28,12 @@ the tiny coarsest level (4x8), where it hardly matters.
 
 Colour: the sniklaus weights expect BGR in [0, 1]; the converter flips the first convolution's
 input channels, so this module takes RGB in [0, 1] like everything else in vpcli.
+
+Widths: :class:`PWCNetConfig` defaults to the shapes above (what the sniklaus weights need); its
+``pyramid_channels``, ``dense_channels`` and ``context_channels`` may be narrowed, e.g. for the
+bundled ``pwcnet-slim-synth`` model that vpcli trains itself (scripts/train_pwcnet.py), whose
+manifest entry's ``config`` lists them. :meth:`PWCNet.forward_levels` returns every level's flow
+for the multi-scale training loss.
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vpcli.errors import UsageError, WeightsError
+from vpcli.errors import UsageError, VpcliError, WeightsError
 from vpcli.preprocess import FlowEstimator
 
 SEARCH_RANGE = 4
@@ -53,8 +59,10 @@ CONTEXT_CHANNELS = (128, 128, 128, 96, 64, 32, 2)
 CONTEXT_DILATIONS = (1, 2, 4, 8, 16, 1, 1)
 FLOW_SCALE = 20.0                                        # the network predicts flow / 20
 LEVELS = (6, 5, 4, 3, 2)                                 # decoders, coarse to fine
+LEVEL_WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)          # training loss weights of levels 6..2 (paper)
 MULTIPLE = 64                                            # 6 stride-2 levels
-WEIGHTS_NAME = "pwcnet-sniklaus"
+WEIGHTS_NAME = "pwcnet-sniklaus"                         # the published weights (not bundled)
+DEFAULT_WEIGHTS = "pwcnet-slim-synth"                    # trained by vpcli, bundled (scripts/train_pwcnet.py)
 WEIGHTS_URL = "https://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch"
 
 
@@ -111,9 +119,9 @@ def backward_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 class FeaturePyramid(nn.Module):
     """Six levels of (stride-2 conv, conv, conv), LeakyReLU 0.1 after each; returns levels 1..6."""
 
-    def __init__(self):
+    def __init__(self, channels: tuple[int, ...] = PYRAMID_CHANNELS):
         super().__init__()
-        chans = (3, *PYRAMID_CHANNELS)
+        chans = (3, *channels)
         self.levels = nn.ModuleList(
             nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1),
                           nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1),
@@ -128,21 +136,24 @@ class FeaturePyramid(nn.Module):
         return feats  # [1/2, 1/4, ..., 1/64]
 
 
-def _decoder_in(level: int) -> int:
+def _decoder_in(level: int, config: PWCNetConfig | None = None) -> int:
     """Input channels of the level's decoder: the cost volume, plus (below level 6) the first
     image's features, the upsampled flow and the upsampled decoder features (2 + 2)."""
-    return NUM_DISPLACEMENTS if level == 6 else NUM_DISPLACEMENTS + PYRAMID_CHANNELS[level - 1] + 2 + 2
+    config = config or PWCNetConfig()
+    return config.displacements + (0 if level == 6 else config.pyramid_channels[level - 1] + 2 + 2)
 
 
 class FlowDecoder(nn.Module):
     """One pyramid level: warp, cost volume, densely connected convs, flow prediction."""
 
-    def __init__(self, level: int):
+    def __init__(self, level: int, config: PWCNetConfig | None = None):
         super().__init__()
+        config = config or PWCNetConfig()
         self.level = level
-        cin = _decoder_in(level)
+        self.search_range = config.search_range
+        cin = _decoder_in(level, config)
         if level < 6:
-            prev = _decoder_in(level + 1) + sum(DENSE_CHANNELS)  # the coarser decoder's feature width
+            prev = _decoder_in(level + 1, config) + sum(config.dense_channels)  # the coarser decoder's feature width
             self.upflow = nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1)
             self.upfeat = nn.ConvTranspose2d(prev, 2, 4, stride=2, padding=1)
             # Flow is carried in units of 1/20 full-resolution pixels; at level l a pixel is 2^l
@@ -150,7 +161,7 @@ class FlowDecoder(nn.Module):
             self.warp_scale = FLOW_SCALE / 2 ** level
         widths = [cin]
         self.dense = nn.ModuleList()
-        for cout in DENSE_CHANNELS:
+        for cout in config.dense_channels:
             self.dense.append(nn.Conv2d(sum(widths), cout, 3, padding=1))
             widths.append(cout)
         self.predict = nn.Conv2d(sum(widths), 2, 3, padding=1)
@@ -158,11 +169,11 @@ class FlowDecoder(nn.Module):
     def forward(self, f1: torch.Tensor, f2: torch.Tensor, prev_flow: torch.Tensor | None = None,
                 prev_feat: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if prev_flow is None:
-            x = _lrelu(cost_volume(f1, f2))
+            x = _lrelu(cost_volume(f1, f2, self.search_range))
         else:
             flow = self.upflow(prev_flow)
             up = self.upfeat(prev_feat)
-            volume = _lrelu(cost_volume(f1, backward_warp(f2, flow * self.warp_scale)))
+            volume = _lrelu(cost_volume(f1, backward_warp(f2, flow * self.warp_scale), self.search_range))
             x = torch.cat([volume, f1, flow, up], 1)  # reference order
         for conv in self.dense:
             x = torch.cat([_lrelu(conv(x)), x], 1)  # dense: new features in front
@@ -172,12 +183,13 @@ class FlowDecoder(nn.Module):
 class ContextNetwork(nn.Module):
     """Dilated convs on the level-2 decoder features; their output is added to the level-2 flow."""
 
-    def __init__(self, cin: int):
+    def __init__(self, cin: int, channels: tuple[int, ...] = CONTEXT_CHANNELS[:-1]):
         super().__init__()
         layers: list[nn.Module] = []
-        for i, (cout, d) in enumerate(zip(CONTEXT_CHANNELS, CONTEXT_DILATIONS)):
+        outs = (*channels, 2)  # the last conv predicts the 2 flow channels
+        for i, (cout, d) in enumerate(zip(outs, CONTEXT_DILATIONS, strict=True)):
             layers.append(nn.Conv2d(cin, cout, 3, padding=d, dilation=d))
-            if i < len(CONTEXT_CHANNELS) - 1:
+            if i < len(outs) - 1:
                 layers.append(nn.LeakyReLU(0.1))
             cin = cout
         self.net = nn.Sequential(*layers)
@@ -188,17 +200,69 @@ class ContextNetwork(nn.Module):
 
 @dataclass(frozen=True)
 class PWCNetConfig:
-    """PWC-Net has no free hyper-parameters here: the pretrained weights fix every width. The
-    config records them (and is what a manifest entry's ``config`` maps to)."""
+    """Layer widths (what a manifest entry's ``config`` maps to). The defaults are the published
+    network's, which the sniklaus weights need; narrower widths make a smaller model to train here.
+
+    ``pyramid_channels``: the 6 feature levels (1/2 .. 1/64); ``dense_channels``: the 5 densely
+    connected decoder convs (every level); ``context_channels``: the 6 hidden dilated convs of
+    the context network (a 7th predicts the 2 flow channels); ``search_range``: cost-volume
+    radius at every level, in feature pixels.
+    """
 
     search_range: int = SEARCH_RANGE
     pyramid_channels: tuple[int, ...] = PYRAMID_CHANNELS
+    dense_channels: tuple[int, ...] = DENSE_CHANNELS
+    context_channels: tuple[int, ...] = CONTEXT_CHANNELS[:-1]
 
     def __post_init__(self):
-        if self.search_range != SEARCH_RANGE or tuple(self.pyramid_channels) != PYRAMID_CHANNELS:
-            raise UsageError(f"PWC-Net supports search_range={SEARCH_RANGE} and pyramid_channels={PYRAMID_CHANNELS} "
-                             f"only, got {self.search_range} and {tuple(self.pyramid_channels)}",
-                             "the layer widths follow from these; drop them from the config")
+        for name, n in (("pyramid_channels", 6), ("dense_channels", 5), ("context_channels", 6)):
+            value = tuple(getattr(self, name))
+            if len(value) != n or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in value):
+                raise UsageError(f"PWC-Net {name} must be {n} positive integers, got {value}",
+                                 f"the defaults are {getattr(PWCNetConfig, name)}")
+            object.__setattr__(self, name, value)  # lists from YAML/JSON -> tuples (hashable, comparable)
+        if not isinstance(self.search_range, int) or isinstance(self.search_range, bool) or not 1 <= self.search_range <= 8:
+            raise UsageError(f"PWC-Net search_range must be an integer in 1..8, got {self.search_range!r}",
+                             f"the published network uses {SEARCH_RANGE}")
+
+    @property
+    def displacements(self) -> int:
+        return (2 * self.search_range + 1) ** 2
+
+    @classmethod
+    def scaled(cls, width: float, search_range: int = SEARCH_RANGE) -> PWCNetConfig:
+        """Every width times ``width`` (rounded, at least 2): ``scaled(1.0)`` is the default."""
+        def mul(chans: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(max(2, round(c * width)) for c in chans)
+        return cls(search_range=search_range, pyramid_channels=mul(PYRAMID_CHANNELS),
+                   dense_channels=mul(DENSE_CHANNELS), context_channels=mul(CONTEXT_CHANNELS[:-1]))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PWCNetConfig:
+        """From a manifest entry's ``config`` or a file's metadata; unknown keys are an error."""
+        from vpcli.config import from_dict
+        return from_dict(cls, {k: v for k, v in data.items() if k != "arch"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"search_range": self.search_range, "pyramid_channels": list(self.pyramid_channels),
+                "dense_channels": list(self.dense_channels), "context_channels": list(self.context_channels)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> PWCNetConfig:
+        """The widths of a vpcli state dict, read from its tensor shapes (a file without a config)."""
+        try:
+            pyramid = tuple(int(state[f"extractor.levels.{i}.0.weight"].shape[0]) for i in range(6))
+            dense = tuple(int(state[f"decoders.level6.dense.{i}.weight"].shape[0]) for i in range(5))
+            context = tuple(int(state[f"context.net.{2 * i}.weight"].shape[0]) for i in range(6))
+            displacements = int(state["decoders.level6.dense.0.weight"].shape[1])
+        except KeyError as err:
+            raise WeightsError(f"PWC-Net weights lack {err.args[0]}",
+                               "expected sniklaus/pytorch-pwc network-default weights or a vpcli PWC-Net export") from None
+        r = (math.isqrt(displacements) - 1) // 2
+        if (2 * r + 1) ** 2 != displacements:
+            raise WeightsError(f"PWC-Net weights: level-6 decoder reads {displacements} channels, not a cost volume",
+                               "expected a vpcli PWC-Net export")
+        return cls(search_range=r, pyramid_channels=pyramid, dense_channels=dense, context_channels=context)
 
 
 class PWCNet(nn.Module):
@@ -208,23 +272,49 @@ class PWCNet(nn.Module):
 
     def __init__(self, config: PWCNetConfig | None = None):
         super().__init__()
-        self.config = config or PWCNetConfig()
-        self.extractor = FeaturePyramid()
-        self.decoders = nn.ModuleDict({f"level{lv}": FlowDecoder(lv) for lv in LEVELS})
-        self.context = ContextNetwork(_decoder_in(2) + sum(DENSE_CHANNELS))
+        self.config = config = config or PWCNetConfig()
+        self.extractor = FeaturePyramid(config.pyramid_channels)
+        self.decoders = nn.ModuleDict({f"level{lv}": FlowDecoder(lv, config) for lv in LEVELS})
+        self.context = ContextNetwork(_decoder_in(2, config) + sum(config.dense_channels), config.context_channels)
 
     def forward(self, img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
+        return self.forward_levels(img1, img2)[-1] * FLOW_SCALE
+
+    def forward_levels(self, img1: torch.Tensor, img2: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's flow for the multi-scale training loss: ``[level 6, 5, 4, 3, 2]``, each
+        ``(B, 2, H / 2^l, W / 2^l)`` in the network's units (flow / 20, in input pixels at every
+        level, as the Caffe training targets); the last includes the context network's residual.
+        ``forward`` is ``forward_levels(...)[-1] * 20``: the same graph, no extra work."""
         b, _, h, w = img1.shape
         if h % MULTIPLE or w % MULTIPLE:
             raise ValueError(f"PWCNet.forward needs H and W multiples of {MULTIPLE}, got {h}x{w}; "
                              "use estimate_pwcnet for other sizes")
         feats = self.extractor(torch.cat([img1, img2], 0))  # one pass for both images: (2B, C, h, w) per level
+        flows: list[torch.Tensor] = []
         flow = feat = None
         for lv in LEVELS:
             f1, f2 = feats[lv - 1][:b], feats[lv - 1][b:]
             flow, feat = self.decoders[f"level{lv}"](f1, f2, flow, feat)
-        flow = flow + self.context(feat)
-        return flow * FLOW_SCALE
+            flows.append(flow)
+        flows[-1] = flow + self.context(feat)
+        return flows
+
+
+def multiscale_loss(flows: list[torch.Tensor], target: torch.Tensor,
+                    weights: tuple[float, ...] = LEVEL_WEIGHTS) -> torch.Tensor:
+    """The paper's training loss: ``sum_l alpha_l * sum_x |flow_l(x) - gt_l(x)|_2``, mean over the batch.
+
+    ``flows``: :meth:`PWCNet.forward_levels` (levels 6..2, flow / 20); ``target``: ``(B, 2, H, W)``
+    ground truth in pixels at the input size. Each level's target is ``target / 20`` averaged over
+    the level's cells (area downsampling; no magnitude rescale, the network's units are input
+    pixels / 20 at every level), as in Sun et al. 2018, Sec. 4 (alpha = 0.32 .. 0.005).
+    """
+    scaled = target.float() / FLOW_SCALE  # (B, 2, H, W)
+    loss = scaled.new_zeros(())
+    for alpha, f in zip(weights, flows, strict=True):
+        t = F.interpolate(scaled, size=f.shape[-2:], mode="area")  # (B, 2, h, w)
+        loss = loss + alpha * torch.linalg.vector_norm(f.float() - t, dim=1).sum((1, 2)).mean()
+    return loss
 
 
 def estimate_pwcnet(model: PWCNet, img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
@@ -292,9 +382,9 @@ def convert_pwcnet_sniklaus(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def _check_state(state: dict[str, torch.Tensor]) -> None:
+def _check_state(state: dict[str, torch.Tensor], config: PWCNetConfig | None = None) -> None:
     with torch.device("meta"):  # names and shapes only, no memory or initialisation
-        ref = PWCNet().state_dict()
+        ref = PWCNet(config).state_dict()
     missing = sorted(set(ref) - set(state))
     extra = sorted(set(state) - set(ref))
     if missing or extra:
@@ -307,9 +397,12 @@ def _check_state(state: dict[str, torch.Tensor]) -> None:
                                "expected sniklaus/pytorch-pwc network-default weights")
 
 
-def load_pwcnet_state(path: str | Path) -> dict[str, torch.Tensor]:
+def load_pwcnet_state(path: str | Path, config: PWCNetConfig | None = None) -> dict[str, torch.Tensor]:
     """Our state dict from a file: a vpcli ``.safetensors`` export, or the sniklaus ``.pytorch``
-    (a plain state dict, read with ``torch.load(weights_only=True)``: nothing is unpickled)."""
+    (a plain state dict, read with ``torch.load(weights_only=True)``: nothing is unpickled).
+    A vpcli file is checked against ``config`` (default: the widths its tensors have, see
+    :func:`load_pwcnet`); sniklaus files are always the default widths. fp16 files stay fp16
+    (``load_state_dict`` copies into the model's dtype)."""
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -326,9 +419,29 @@ def load_pwcnet_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} does not hold a flat state dict of tensors",
                            "expected a .safetensors file or sniklaus' network-default.pytorch")
     if any(k.startswith(("extractor.", "decoders.", "context.")) for k in state):
-        _check_state(state)
+        _check_state(state, config or PWCNetConfig.from_state(state))
         return dict(state)
+    if config is not None and config != PWCNetConfig():
+        raise WeightsError(f"{path} holds sniklaus PWC-Net weights (the published widths) but the config asks "
+                           f"for {config}", "drop the width settings from the config")
     return convert_pwcnet_sniklaus(state)
+
+
+def load_pwcnet(path: str | Path, config: PWCNetConfig | dict[str, Any] | None = None) -> PWCNet:
+    """A :class:`PWCNet` (fp32, eval mode) with the weights of ``path``. Its widths come from
+    ``config`` if given (a manifest entry's), else from the file itself (its ``vpcli_config``
+    safetensors metadata, else its tensor shapes; sniklaus files are the default widths)."""
+    if isinstance(config, dict):
+        try:
+            config = PWCNetConfig.from_dict(config)
+        except VpcliError as err:
+            raise WeightsError(f"bad PWC-Net config for {path}: {err.message}", err.hint) from None
+    state = load_pwcnet_state(path, config)
+    if config is None:
+        config = PWCNetConfig.from_state(state)
+    model = PWCNet(config)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def _missing_weights(name: str, err: WeightsError) -> WeightsError:
@@ -366,23 +479,30 @@ class PWCNetFlow(FlowEstimator):
         self.weights_name: str | None = None
         self.weights_sha256: str | None = None
         if model is None:
-            model = PWCNet()
-            model.load_state_dict(self._load(weights if weights is not None else WEIGHTS_NAME))
+            model = self._load(weights if weights is not None else DEFAULT_WEIGHTS)
         self.model = model.to(self.device).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
-    def _load(self, weights: str | Path) -> dict[str, torch.Tensor]:
-        from vpcli.weights import resolve_weights
+    def _load(self, weights: str | Path) -> PWCNet:
+        from vpcli.weights import load_manifests, resolve_weights
+        config = None
         try:
-            resolved = resolve_weights(weights)
+            registry = load_manifests()
+            if isinstance(weights, str) and weights in registry:  # a manifest name: its entry's config
+                entry = registry.get(weights)
+                if entry.task != "flow" or entry.arch != "pwcnet":
+                    raise UsageError(f"weights '{entry.name}' are {entry.task} weights ({entry.arch}), not PWC-Net",
+                                     "see `vpcli weights list` for flow weights")
+                config = entry.load_config()
+            resolved = resolve_weights(weights, manifests=registry)
         except WeightsError as err:
             if type(err) is not WeightsError:  # a checksum failure says what to do already
                 raise
             raise _missing_weights(str(weights), err) from err
         self.weights_name = resolved.name or str(resolved.path)
         self.weights_sha256 = resolved.sha256
-        return load_pwcnet_state(resolved.path)
+        return load_pwcnet(resolved.path, config)
 
     def _estimate(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -395,4 +515,5 @@ class PWCNetFlow(FlowEstimator):
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "weights": self.weights_name, "weights_sha256": self.weights_sha256,
                 "device": str(self.device), "precision": self.precision, "channels_last": self.channels_last,
-                "search_range": SEARCH_RANGE, "input_multiple": MULTIPLE}
+                "search_range": self.model.config.search_range if isinstance(self.model, PWCNet) else SEARCH_RANGE,
+                "input_multiple": MULTIPLE}

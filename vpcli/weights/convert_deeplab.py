@@ -3,7 +3,8 @@
 VainF's checkpoints (``best_deeplabv3plus_mobilenet_cityscapes_os16.pth``, ``..._resnet101_...``)
 are pickles of ``{"model_state": state_dict, "optimizer_state": ..., "best_score": np.float64,
 ...}``. They are read with ``torch.load(weights_only=True)`` -- nothing in them can run code --
-allowing only the numpy scalar types that ``best_score`` needs.
+allowing only the numpy scalar types that ``best_score`` needs. From the command line:
+``vpcli weights convert --from deeplab-vainf FILE.pth --arch mobilenet --out OUT.safetensors``.
 
 Name mapping (theirs -> ours); every tensor keeps its shape and values:
 
@@ -278,18 +279,33 @@ def convert_deeplab_vainf(state_dict_or_path: Mapping[str, torch.Tensor] | str |
     return out
 
 
+def convert_vainf(src: Mapping[str, torch.Tensor] | str | os.PathLike, arch: str, *,
+                  num_classes: int | None = None, output_stride: int = 16,
+                  input_size: tuple[int, int] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A VainF checkpoint (or state dict) -> (our state dict, the matching DeepLabConfig as a dict).
+
+    The class count and separable convs are read from the tensors; ``num_classes``, when given,
+    must agree with them.
+    """
+    state = convert_deeplab_vainf(src, arch, num_classes=num_classes)
+    separable = any(".depthwise." in k for k in state if not k.startswith("backbone."))
+    cfg = vainf_config(arch, num_classes=int(state["classifier.weight"].shape[0]), output_stride=output_stride,
+                       separable=separable, input_size=input_size).to_dict()
+    return state, cfg
+
+
 def convert_vainf_file(src: str | os.PathLike, dst: str | os.PathLike, arch: str, *,
                        output_stride: int = 16, input_size: tuple[int, int] | None = None,
                        fp16: bool = False) -> dict[str, Any]:
-    """Convert a VainF checkpoint to ``dst`` (safetensors) plus ``<stem>.config.json``; return the config."""
+    """Convert a VainF checkpoint to ``dst`` (safetensors) plus ``<stem>.config.json``; return the config.
+
+    `vpcli weights convert --from deeplab-vainf` does the same and writes a manifest entry instead
+    of the sidecar (the config is in the file's metadata either way).
+    """
     from safetensors.torch import save_file
 
     from vpcli.io.atomic import atomic_path, write_text
-    state = convert_deeplab_vainf(src, arch)
-    num_classes = int(state["classifier.weight"].shape[0])
-    separable = any(".depthwise." in k for k in state if not k.startswith("backbone."))
-    cfg = vainf_config(arch, num_classes=num_classes, output_stride=output_stride, separable=separable,
-                       input_size=input_size).to_dict()
+    state, cfg = convert_vainf(src, arch, output_stride=output_stride, input_size=input_size)
     tensors = {k: (v.half() if fp16 and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     dst = Path(dst)
     with atomic_path(dst) as tmp:
@@ -299,24 +315,24 @@ def convert_vainf_file(src: str | os.PathLike, dst: str | os.PathLike, arch: str
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vpcli.weights.convert_deeplab SRC.pth DST.safetensors --arch deeplabv3plus_mobilenet``."""
+def main(argv: list[str] | None = None) -> None:
+    """``python -m vpcli.weights.convert_deeplab SRC.pth DST.safetensors --arch A``, kept for old scripts:
+    runs ``vpcli weights convert --from deeplab-vainf SRC.pth --out DST.safetensors --arch A``."""
     import argparse
+
+    from vpcli.cli.app import main as vpcli_main
     ap = argparse.ArgumentParser(prog="python -m vpcli.weights.convert_deeplab",
-                                 description="Convert a VainF/DeepLabV3Plus-Pytorch checkpoint for `vpcli segment`.")
-    ap.add_argument("src", help="VainF checkpoint (.pth / .pth.tar holding 'model_state')")
-    ap.add_argument("dst", help="output .safetensors (its .config.json is written beside it)")
-    ap.add_argument("--arch", required=True, choices=sorted(VAINF_ARCHS))
-    ap.add_argument("--output-stride", type=int, default=16, choices=(8, 16))
-    ap.add_argument("--input-size", default="1024x2048", help="HxW the model should run at (Cityscapes: 1024x2048)")
-    ap.add_argument("--fp16", action="store_true", help="store half-precision tensors")
-    args = ap.parse_args(argv)
-    h, w = (int(v) for v in args.input_size.lower().split("x"))
-    cfg = convert_vainf_file(args.src, args.dst, args.arch, output_stride=args.output_stride, input_size=(h, w),
-                             fp16=args.fp16)
-    print(f"wrote {args.dst} ({cfg['num_classes']} classes); use it with: vpcli segment CLIP --weights {args.dst}")
-    return 0
+                                 description="Same as: vpcli weights convert --from deeplab-vainf SRC --out DST ...")
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--arch", required=True, help="mobilenet, resnet50 or resnet101 (or VainF's deeplabv3plus_* name)")
+    ap.add_argument("--output-stride", default="16")
+    ap.add_argument("--input-size", default="1024x2048")
+    ap.add_argument("--fp16", action="store_true")
+    a = ap.parse_args(argv)
+    vpcli_main(["weights", "convert", "--from", "deeplab-vainf", a.src, "--out", a.dst, "--arch", a.arch,
+                "--output-stride", a.output_stride, "--input-size", a.input_size] + ["--fp16"] * a.fp16)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -10,7 +10,10 @@ repository (so their classes import) and only for a file you trust::
         torch.save({k: v.state_dict() for k, v in c.items() if hasattr(v, 'state_dict')}, 'slamp_mnist.sd.pth')"
 
 ``convert_slamp_official('slamp_mnist.sd.pth')`` then reads it with ``weights_only=True``. A dict
-of per-component state dicts (or a flat ``"component.param"`` dict) works directly.
+of per-component state dicts (or a flat ``"component.param"`` dict) works directly. From the
+command line, with the preset whose model the checkpoint was trained with::
+
+    vpcli weights convert --from slamp-official slamp_mnist.sd.pth --config slamp-mmnist --out slamp-mmnist-official.safetensors
 
 Key mapping (component names are the same on both sides; ``vpcli.predictors.slamp``)::
 
@@ -54,11 +57,19 @@ def _load(path: str | os.PathLike) -> Mapping[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist", "pass the path of a SLAMP checkpoint (.pth)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip container or a legacy pickle
+        raise InputError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip nor a pickle)",
+                         "pass the .pth file of kaanakan/slamp, re-saved as state dicts (see convert_slamp.py)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise InputError(f"{path} pickles whole modules (as kaanakan/slamp train.py saves them) and is not "
-                         f"loaded with weights_only=True ({str(e).splitlines()[0][:120]})", RESAVE_HINT) from None
+        # torch's message is a page of advice; the class it refused is what tells the user why.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        why = f"it holds a {refused[1]}" if refused else re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])[:120]
+        raise InputError(f"{path} pickles whole modules or other Python objects (as kaanakan/slamp train.py saves "
+                         f"them), which vpcli does not load ({why})", RESAVE_HINT) from None
 
 
 def _split(src: Mapping[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
@@ -128,4 +139,5 @@ def check_against(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -> 
                            for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
                            if items)
         raise InputError(f"the converted SLAMP weights do not fit this model ({detail})",
-                         "build the model with the checkpoint's settings (backbone, channels, g/z dims, rnn_size)")
+                         "build the model with the checkpoint's settings (backbone, channels, g/z dims, rnn_size; "
+                         "`vpcli weights convert`: --config PRESET and --set model.KEY=VALUE)")
