@@ -50,11 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--rows", help="comma-separated subset to run now (e.g. to run two processes at once); "
+                                   "rows already in OUT are read back, not re-run")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict] = {}
+    wanted = set(args.rows.split(",")) if args.rows else None
     for name, extra in rows(args):
         folder = args.out / name
+        if wanted is not None and name not in wanted:
+            continue
         if not (folder / "results.json").exists() or args.overwrite:
             cmd = [sys.executable, "-m", "vpcli", "eval", *extra, "--out", str(folder), "--overwrite", "--json"]
             print("$", " ".join(cmd[2:]), flush=True)

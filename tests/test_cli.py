@@ -37,8 +37,9 @@ def test_version(capsys):
 
 
 def test_predict_without_weights_says_how_to_get_them(capsys):
-    code, out, err = run_main(capsys, "predict", "clip.mp4")
-    assert code == 2 and out == ""
+    # convlstm has trained parameters and no bundled weights (slamp has: tests/test_slamp_bundled.py)
+    code, out, err = run_main(capsys, "predict", "clip.mp4", "--method", "convlstm")
+    assert code == 2 and out == "" and "no bundled weights for convlstm" in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--weights" in lines[0]
     assert "Traceback" not in err
@@ -56,7 +57,7 @@ def test_unknown_command_exits_2(capsys):
 
 def test_debug_shows_traceback_anywhere_on_the_line(capsys, monkeypatch):
     monkeypatch.delenv("VPCLI_DEBUG", raising=False)
-    code, _, err = run_main(capsys, "predict", "clip.mp4", "--debug")
+    code, _, err = run_main(capsys, "predict", "clip.mp4", "--method", "convlstm", "--debug")
     assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("error: ")
 
 

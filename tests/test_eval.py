@@ -459,8 +459,7 @@ def test_heads_score_the_components_of_the_same_rollout(tmp_path, slamp_run):
     """--head static/dynamic/average (SLAMP Table 7) score x^p, x^f and their mean from the rollout
     that feeds back the fused frame; checked against the components of a direct predict call."""
     from vpcli.data.clips import make_dataset
-    from vpcli.engine.evaluator import _seed_for
-    from vpcli.engine.evaluator import load_predictor
+    from vpcli.engine.evaluator import _seed_for, load_predictor
     kw = {"weights": str(slamp_run), "num_sequences": 2, "samples": 3, "metric": "psnr", "batch_size": 2,
           "seed": 5, "videos": False, "plots": False}
     got = {h: evaluate(head=h, out=tmp_path / h, **kw) for h in ("fused", "static", "dynamic", "average")}

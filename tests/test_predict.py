@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hub_server import weights_env  # noqa: F401  (fixture: isolated caches, empty bundled manifest)
 from safetensors.torch import save_file
 
 from vpcli.cli.app import main
@@ -274,6 +275,7 @@ def test_resolution_mismatch_names_both_sizes_and_resize_fixes_it(capsys, tmp_pa
     assert frames(tmp_path / "p" / "grey48" / "sample_000.mp4").shape == (2, 64, 64, 3)
 
 
+@pytest.mark.usefixtures("weights_env")  # empty bundled manifest
 @pytest.mark.parametrize("args, code, text", [
     (["--method", "slamp"], 2, ("no bundled weights for slamp yet — slamp has trained parameters: "
                                 "pass --weights RUN_DIR|FILE|NAME")),
@@ -290,6 +292,7 @@ def test_usage_errors(capsys, tmp_path, runs, clips, args, code, text):
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
 
 
+@pytest.mark.usefixtures("weights_env")  # empty bundled manifest
 def test_first_manifest_entry_of_the_method_is_the_default(capsys, tmp_path, runs, clips, monkeypatch):
     from vpcli.api import export_weights
     run_copy = tmp_path / "run"
@@ -310,6 +313,7 @@ def test_first_manifest_entry_of_the_method_is_the_default(capsys, tmp_path, run
     assert meta(tmp_path / "q" / "grey64")["weights"]["default"] is False
 
 
+@pytest.mark.usefixtures("weights_env")  # empty bundled manifest
 def test_default_weights_follow_the_clip_channels(capsys, tmp_path, runs, clips, monkeypatch):
     """Without --weights, an RGB clip gets the method's first RGB entry and a grey clip its first grey
     entry, whatever their order in the manifest."""
