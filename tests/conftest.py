@@ -8,6 +8,18 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture()
+def one_thread():
+    """Torch on one intra-op thread for the test: the test machines share two busy cores, where
+    spinning OpenMP threads make conv-heavy steps about 10x slower. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def missing_reference(message: str):
     """A reference file or library the tests compare against is missing: skip locally, but fail
     under CI (CI=true), where scripts/install-test-deps.sh must have provided it."""

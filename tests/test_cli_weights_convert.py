@@ -21,10 +21,11 @@ from safetensors.torch import load_file
 from hub_server import weights_env  # noqa: F401  (fixture, used through pytestmark)
 from test_deeplab import random_vainf_state
 from test_predict import run  # run(capsys, *args): vpcli in-process -> (exit code, stdout, stderr)
-from test_pwcnet import one_thread, sniklaus_state  # noqa: F401  (one_thread: autouse fixture)
+from test_pwcnet import sniklaus_state
 from test_slamp import authors_dcgan_layout
 
-pytestmark = pytest.mark.usefixtures("weights_env")  # every test: isolated caches, empty bundled manifest
+# every test: isolated caches, empty bundled manifest; torch on one thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("weights_env", "one_thread")
 
 # slamp-mmnist-tiny with the authors' mask decoder width (their mask_predictor.py fixes it at 64).
 SLAMP_ARGS = ("--config", "slamp-mmnist-tiny", "--set", "model.mask_channels=64")

@@ -25,12 +25,7 @@ from vpcli.weights.convert_deeplab import (
 TINY = dict(width_mult=0.25, aspp_channels=16, decoder_channels=16, low_level_channels=8, separable=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 # --------------------------------------------------------------------- a VainF-keyed state dict

@@ -16,6 +16,7 @@ import torch
 import yaml
 from hub_server import weights_env  # noqa: F401  (fixture: isolated caches, empty bundled manifest)
 from safetensors.torch import save_file
+from test_slamp import lively
 
 from vpcli.cli.app import main
 from vpcli.engine.loading import load_predictor
@@ -23,13 +24,7 @@ from vpcli.engine.predict_runner import luma_601, predict, to_uint8
 from vpcli.io.video import probe, read_video, write_video
 from vpcli.predictors.base import Predictor
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machines share two busy cores
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -45,19 +40,6 @@ def meta(folder: Path) -> dict:
 
 def frames(path: Path) -> np.ndarray:
     return read_video(path)[0]
-
-
-def lively(model: torch.nn.Module) -> torch.nn.Module:
-    """Weights with gain (see tests/test_slamp.py): a fresh SLAMP barely reacts to its latents,
-    which would make "samples differ" vacuous."""
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.LSTMCell)):
-                mod.reset_parameters()
-                for name, p in mod.named_parameters():
-                    if "weight" in name:
-                        p.mul_(3.0)
-    return model
 
 
 def make_run(root: Path, preset: str, overrides: list[str], gain: bool = False) -> Path:

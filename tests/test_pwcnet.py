@@ -28,14 +28,7 @@ from vpcli.preprocess.pwcnet import (
     multiscale_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Torch on 1 thread: the test machines share 2 cores, where 2 spinning threads run 10x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 # --------------------------------------------------------------------------------------------

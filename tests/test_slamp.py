@@ -22,15 +22,7 @@ from vpcli.predictors.slamp import (
 )
 from vpcli.weights.convert_slamp import convert_slamp_official
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machines share two cores between several jobs; one intra-op thread avoids
-    # OpenMP contention (10x slower steps otherwise).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 TINY = {"nf": 8, "rnn_size": 16, "mask_channels": 8}
