@@ -36,16 +36,15 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, 
             + (logvar_q.exp() + (mu_q - mu_p) ** 2) / (2 * logvar_p.exp()) - 0.5)
 
 
-class LSTMStack(nn.Module):
-    """``tanh(W_out LSTM^L(W_embed x))``: SVG's / SLAMP's frame predictor ``lstm``."""
+class _EmbeddedLSTM(nn.Module):
+    """``LSTM^L(W_embed x)``, the part :class:`LSTMStack` and :class:`GaussianLSTM` share."""
 
-    def __init__(self, in_size: int, out_size: int, hidden: int, layers: int):
+    def __init__(self, in_size: int, hidden: int, layers: int):
         super().__init__()
         self.embed = nn.Linear(in_size, hidden)
         self.lstm = nn.ModuleList(nn.LSTMCell(hidden, hidden) for _ in range(layers))
-        self.output = nn.Sequential(nn.Linear(hidden, out_size), nn.Tanh())
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def _run(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         h = self.embed(x)  # (B, in) -> (B, hidden)
         state = state if state is not None else [None] * len(self.lstm)
         new = []
@@ -53,27 +52,31 @@ class LSTMStack(nn.Module):
             hc = cell(h, hc)
             new.append(hc)
             h = hc[0]
+        return h, new  # the last layer's output, and every layer's (h, c)
+
+
+class LSTMStack(_EmbeddedLSTM):
+    """``tanh(W_out LSTM^L(W_embed x))``: SVG's / SLAMP's frame predictor ``lstm``."""
+
+    def __init__(self, in_size: int, out_size: int, hidden: int, layers: int):
+        super().__init__(in_size, hidden, layers)
+        self.output = nn.Sequential(nn.Linear(hidden, out_size), nn.Tanh())
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        h, new = self._run(x, state)
         return self.output(h), new
 
 
-class GaussianLSTM(nn.Module):
+class GaussianLSTM(_EmbeddedLSTM):
     """``(mu, logvar)`` of a diagonal Gaussian from ``LSTM^L(W_embed x)``: ``gaussian_lstm``."""
 
     def __init__(self, in_size: int, out_size: int, hidden: int, layers: int):
-        super().__init__()
-        self.embed = nn.Linear(in_size, hidden)
-        self.lstm = nn.ModuleList(nn.LSTMCell(hidden, hidden) for _ in range(layers))
+        super().__init__(in_size, hidden, layers)
         self.mu_net = nn.Linear(hidden, out_size)
         self.logvar_net = nn.Linear(hidden, out_size)
 
     def forward(self, x: torch.Tensor, state: State | None = None):
-        h = self.embed(x)
-        state = state if state is not None else [None] * len(self.lstm)
-        new = []
-        for cell, hc in zip(self.lstm, state):
-            hc = cell(h, hc)
-            new.append(hc)
-            h = hc[0]
+        h, new = self._run(x, state)
         return self.mu_net(h), self.logvar_net(h), new
 
 
