@@ -37,29 +37,18 @@ import numpy as np
 
 from vpcli import registry
 from vpcli.data.synth_street import SynthStreetConfig, render_sequence
-from vpcli.preprocess.flow_cases import stereo_motorcycle
+from vpcli.preprocess.flow_cases import (
+    centred_homography,
+    homography_pair,
+    stereo_motorcycle,
+)
 
 # --------------------------------------------------------------------------------------------
 # Ground truth (the same constructions as tests/test_flow_engine.py)
 
 
-def homography(w, h, angle=3.0, scale=1.04, tx=4.0, ty=-3.0, px=2e-5, py=-1e-5):
-    c = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1.0]])
-    a = np.deg2rad(angle)
-    m = np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty], [px, py, 1]])
-    return np.linalg.inv(c) @ m @ c
-
-
 def homography_case(img):
-    h, w = img.shape[:2]
-    H = homography(w, h)
-    b = cv2.warpPerspective(img, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    p = np.stack([xs, ys, np.ones_like(xs)]).reshape(3, -1)
-    q = H @ p
-    q = q[:2] / q[2]
-    flow = (q - p[:2]).reshape(2, h, w).astype(np.float32)
-    valid = ((q[0] >= 0) & (q[0] <= w - 1) & (q[1] >= 0) & (q[1] <= h - 1)).reshape(h, w)
+    b, flow, valid = homography_pair(img, centred_homography(img.shape[1], img.shape[0]))
     return img[None], b[None], flow[None], valid[None]
 
 

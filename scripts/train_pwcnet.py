@@ -31,6 +31,11 @@ AVX512-BF16 CPU it was trained on).
     python scripts/train_pwcnet.py --out /work/runs/pwcnet --eval-only            # the EPE table
     python scripts/train_pwcnet.py --eval-only --weights pwcnet-slim-synth        # the bundled model
 
+--street defaults to /work/data/street, where the bundled model's data lay; on another machine
+regenerate it first (held-out sequences seq_00009..seq_00099 are the same for any --num >= 100):
+``vpcli data synth-street --out street --num 100 --length 16 --size 128x256 --seed 1000`` and
+pass ``--street street``.
+
 Checkpoints (``OUT/checkpoints/stage{1,2}_last.safetensors`` + optimizer state) are written every
 ``--ckpt-every`` steps; ``--resume`` continues from them, ``--stop-after-stage1`` / killing the
 run and ``--export-only`` export whatever was saved last.
@@ -38,7 +43,6 @@ run and ``--export-only`` export whatever was saved last.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -48,6 +52,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bundle import export_bundled
+
+from vpcli.preprocess.flow_cases import (
+    astronaut_homography,
+    centred_homography,
+    homography_flow,
+    stereo_motorcycle,
+)
 
 NAME = "pwcnet-slim-synth"
 WIDTH = 0.5
@@ -110,21 +122,15 @@ def load_textures(rng: np.random.Generator, n_procedural: int = 24) -> list[np.n
 def random_homography(rng: np.random.Generator, h: int, w: int, shift: float, rot: float, zoom: float,
                       persp: float) -> np.ndarray:
     """A rotation + zoom + shift + perspective about the crop centre (3x3, crop pixel coordinates)."""
-    c = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1.0]])
-    a = np.deg2rad(rng.uniform(-rot, rot))
-    s = np.exp(rng.uniform(-zoom, zoom))
+    angle = rng.uniform(-rot, rot)
+    scale = np.exp(rng.uniform(-zoom, zoom))
     tx, ty = rng.uniform(-shift, shift, 2)
     px, py = rng.uniform(-persp, persp, 2)
-    m = np.array([[s * np.cos(a), -s * np.sin(a), tx], [s * np.sin(a), s * np.cos(a), ty], [px, py, 1.0]])
-    return np.linalg.inv(c) @ m @ c
+    return centred_homography(w, h, angle, scale, tx, ty, px, py)
 
 
 def _flow_of(H: np.ndarray, h: int, w: int) -> np.ndarray:
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    p = np.stack([xs, ys, np.ones_like(xs)]).reshape(3, -1)
-    q = H @ p
-    q = q[:2] / q[2]
-    return (q - p[:2]).reshape(2, h, w).astype(np.float32)  # (2, h, w): H(x) - x
+    return homography_flow(H, h, w)[0]  # (2, h, w): H(x) - x
 
 
 def _crop_transform(rng: np.random.Generator, src: np.ndarray, h: int, w: int, margin: float) -> np.ndarray:
@@ -339,26 +345,11 @@ def epe(est: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = None) -> flo
 
 def eval_homography():
     """The astronaut pair of tests/test_flow_engine.py: 256x256, a fixed homography, exact flow."""
-    import cv2
-    import skimage.data as skd
-    img = cv2.resize(skd.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
-    h = w = 256
-    c = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1.0]])
-    a = np.deg2rad(3.0)
-    m = np.array([[1.04 * np.cos(a), -1.04 * np.sin(a), 4.0], [1.04 * np.sin(a), 1.04 * np.cos(a), -3.0],
-                  [2e-5, -1e-5, 1]])
-    H = np.linalg.inv(c) @ m @ c
-    b = cv2.warpPerspective(img, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    flow = _flow_of(H, h, w)
-    ys, xs = np.mgrid[0:h, 0:w]
-    q = flow + np.stack([xs, ys])
-    valid = (q[0] >= 0) & (q[0] <= w - 1) & (q[1] >= 0) & (q[1] <= h - 1)
-    return img, b, flow, valid
+    return astronaut_homography(256)
 
 
 def eval_stereo(factor: int = EVAL_FACTOR):
     """The Middlebury motorcycle pair at 1/4 scale, flow (-d, 0) where the disparity is known."""
-    from vpcli.preprocess.flow_cases import stereo_motorcycle
     return stereo_motorcycle(factor)
 
 
@@ -412,25 +403,6 @@ def print_table(res: dict, log=print) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Export
-
-
-def export(model, path: Path, *, trained_on: str, metrics: dict) -> dict:
-    """fp16 safetensors (config in its metadata) + ``<stem>.config.json``; returns the manifest entry."""
-    from safetensors.torch import save_file
-    cfg = model.config.to_dict()
-    tensors = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    save_file(tensors, str(tmp), metadata={"vpcli_name": NAME, "vpcli_arch": "pwcnet", "vpcli_config": json.dumps(cfg)})
-    tmp.replace(path)
-    (path.parent / f"{path.stem}.config.json").write_text(json.dumps({"arch": "pwcnet", **cfg}, indent=2) + "\n")
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"name": NAME, "task": "flow", "arch": "pwcnet", "config": cfg,
-            "source": {"bundled": f"assets/weights/{path.name}"}, "sha256": sha, "license": "MIT",
-            "trained_on": trained_on, "metrics": metrics,
-            "description": "PWC-Net with every width halved (2.8M parameters), trained from scratch by vpcli on "
-                           "homography-warped photographs/textures and its synthetic street scenes. The default "
-                           "of vpcli flow --method pwcnet; far from the published PWC-Net on real video."}
 
 
 def main(argv=None) -> int:
@@ -607,8 +579,13 @@ def main(argv=None) -> int:
             "stereo-motorcycle-quarter": {"epe": r["stereo_motorcycle_q"],
                                           "dis_epe": res["dis (medium)"]["stereo_motorcycle_q"],
                                           "zero_epe": res["zero"]["stereo_motorcycle_q"]},
-            "command": "python scripts/train_pwcnet.py --eval-only --weights pwcnet-slim-synth"}
-        entry = export(model, args.export, trained_on=trained_on, metrics=metrics)
+            "command": "vpcli data synth-street --out street --num 100 --length 16 --size 128x256 --seed 1000 && python scripts/train_pwcnet.py --eval-only --weights pwcnet-slim-synth --street street"}
+        entry = export_bundled(
+            model, args.export, name=NAME, task="flow", arch="pwcnet", config=model.config.to_dict(),
+            trained_on=trained_on, metrics=metrics,
+            description="PWC-Net with every width halved (2.8M parameters), trained from scratch by vpcli on "
+                        "homography-warped photographs/textures and its synthetic street scenes. The default "
+                        "of vpcli flow --method pwcnet; far from the published PWC-Net on real video.")
         import yaml
         (args.out / "manifest_entry.yaml").write_text(yaml.safe_dump([entry], sort_keys=False, width=110))
         log("manifest entry:\n" + yaml.safe_dump([entry], sort_keys=False, width=110))

@@ -24,7 +24,6 @@ sees the same data.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bundle import export_bundled
 
 # The bundled model's architecture: the standard MobileNetV2 backbone (width 1.0, output stride
 # 16), with ASPP and decoder narrowed from 256 to 128 channels and atrous *separable* 3x3 convs
@@ -139,22 +139,6 @@ def evaluate(model, rgb: np.ndarray, labels: np.ndarray, batch: int = 16) -> dic
             "gt_pixels": dict(zip(CITYSCAPES_CLASSES, gt_pixels)), "frames": len(rgb)}
 
 
-def export(model, cfg: dict, path: Path, *, trained_on: str, metrics: dict) -> dict:
-    """fp16 safetensors (config also in its metadata) + ``<stem>.config.json`` beside it."""
-    from safetensors.torch import save_file
-    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"vpcli_name": NAME, "vpcli_arch": "deeplabv3plus",
-                                            "vpcli_config": json.dumps(cfg)})
-    (path.parent / f"{path.stem}.config.json").write_text(json.dumps({"arch": "deeplabv3plus", **cfg}, indent=2) + "\n")
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    return {"name": NAME, "task": "segmenter", "arch": "deeplabv3plus", "config": cfg,
-            "source": {"bundled": f"assets/weights/{path.name}"}, "sha256": sha, "license": "MIT",
-            "trained_on": trained_on, "metrics": metrics,
-            "description": "DeepLabV3+ MobileNetV2 (ASPP/decoder 128 ch, separable) trained from scratch by "
-                           "vpcli on its synthetic street scenes; 19 Cityscapes train ids. Not for real video."}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/tmp/segtrain"), help="run folder")
@@ -236,8 +220,12 @@ def main(argv=None) -> int:
         metrics = {"synth-street-test": {"miou": result["miou"], "pixel_acc": result["pixel_acc"],
                                          "frames": result["frames"], "seed": args.seed + 1000,
                                          "note": "mIoU over classes present in gt or prediction"}}
-        entry = export(model, {k: (list(v) if isinstance(v, tuple) else v) for k, v in MODEL_CONFIG.items()},
-                       args.export, trained_on=trained_on, metrics=metrics)
+        entry = export_bundled(
+            model, args.export, name=NAME, task="segmenter", arch="deeplabv3plus",
+            config={k: (list(v) if isinstance(v, tuple) else v) for k, v in MODEL_CONFIG.items()},
+            trained_on=trained_on, metrics=metrics,
+            description="DeepLabV3+ MobileNetV2 (ASPP/decoder 128 ch, separable) trained from scratch by "
+                        "vpcli on its synthetic street scenes; 19 Cityscapes train ids. Not for real video.")
         import yaml
         log("manifest entry:\n" + yaml.safe_dump([entry], sort_keys=False))
         log(f"exported {args.export} ({args.export.stat().st_size / 1e6:.2f} MB)")

@@ -24,38 +24,13 @@ from vpcli import registry
 from vpcli.cli.app import main
 from vpcli.errors import DataFormatError, UsageError, VideoError
 from vpcli.io.flow import read_flo, read_flow_npz
-from vpcli.preprocess.flow_cases import stereo_motorcycle
+from vpcli.preprocess.flow_cases import astronaut_homography, stereo_motorcycle
 
 skimage_data = pytest.importorskip("skimage.data")
 
 
 # --------------------------------------------------------------------------------------------
 # Ground truth
-
-
-def homography(w: int, h: int, angle=3.0, scale=1.04, tx=4.0, ty=-3.0, px=2e-5, py=-1e-5) -> np.ndarray:
-    """A rotation + zoom + shift + slight perspective about the image centre."""
-    c = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1.0]])
-    a = np.deg2rad(angle)
-    m = np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty], [px, py, 1]])
-    return np.linalg.inv(c) @ m @ c
-
-
-def homography_pair(img: np.ndarray, H: np.ndarray):
-    """(frame b, exact forward flow (2, H, W), valid mask): b shows a's pixel x at H(x)."""
-    h, w = img.shape[:2]
-    b = cv2.warpPerspective(img, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    p = np.stack([xs, ys, np.ones_like(xs)]).reshape(3, -1)
-    q = H @ p
-    q = q[:2] / q[2]
-    flow = (q - p[:2]).reshape(2, h, w).astype(np.float32)
-    valid = ((q[0] >= 0) & (q[0] <= w - 1) & (q[1] >= 0) & (q[1] <= h - 1)).reshape(h, w)  # lands inside b
-    return b, flow, valid
-
-
-def stereo_pair(factor: int = 4):
-    return stereo_motorcycle(factor)
 
 
 def epe(est: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
@@ -66,8 +41,7 @@ def epe(est: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def astronaut_pair():
-    img = cv2.resize(skimage_data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
-    return (img, *homography_pair(img, homography(256, 256)))
+    return astronaut_homography(256)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +83,7 @@ def test_homography_direction_convention(astronaut_pair, dis):
 
 @pytest.mark.parametrize("method, limit", [("dis", 1.6), ("farneback", 8.0)])
 def test_stereo_motorcycle_disparity(method, limit):
-    left, right, gt, valid = stereo_pair(4)
+    left, right, gt, valid = stereo_motorcycle(4)
     flow = registry.create("flow", method).estimate(left, right)
     zero = epe(np.zeros_like(gt), gt, valid)  # mean disparity, 8.9 px at 1/4 scale
     assert epe(flow, gt, valid) < min(limit, 0.9 * zero)
