@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import inspect
 import itertools
 import math
 import re
@@ -849,9 +848,9 @@ HEADS = {"fused": "the final prediction (Eq. 1)", "static": "the appearance (pix
 
 
 def check_head(model, method: str, head: str) -> None:
-    if head not in HEADS:
-        raise UsageError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
-    if head != "fused" and "components" not in inspect.signature(model.predict).parameters:
+    """A head other than ``fused`` needs a predictor that reports its components."""
+    from vpcli.predictors.base import has_components
+    if head != "fused" and not has_components(model):
         raise UsageError(f"{method} has no static/dynamic heads to score", "use --head fused (the default)")
 
 

@@ -46,7 +46,6 @@ The output folder is assembled under a temporary name and renamed when complete
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -131,14 +130,6 @@ def _versions() -> dict[str, str]:
     import av
     import torch
     return {"torch": torch.__version__, "numpy": np.__version__, "av": av.__version__}
-
-
-def has_components(model) -> bool:
-    """Whether the predictor can report per-step components (flow, mask, ...)."""
-    try:
-        return "components" in inspect.signature(model.predict).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _warn(callback: Callback | None, message: str, sink: list[str]) -> None:
@@ -365,6 +356,7 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
     """
     from vpcli.api import collect_inputs
     from vpcli.engine.loading import load_predictor
+    from vpcli.predictors.base import has_components
 
     _check_int("--horizon", horizon, 1)
     _check_int("--samples", samples, 1)

@@ -18,6 +18,7 @@ Batches follow DESIGN.md: ``rgb`` float32 ``(B, T, C, H, W)`` in [0, 1], ``label
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -83,3 +84,12 @@ class Predictor(nn.Module):
     def validate(self, batch: Batch, state: TrainState) -> dict[str, float]:
         """Validation numbers for one batch; by default the training loss terms."""
         return {k: float(v) for k, v in self(batch, self.train_steps()[0].name, state).items()}
+
+
+def has_components(model) -> bool:
+    """Whether the predictor's ``predict`` takes ``components=`` (a dict it refills at every step
+    with that step's parts: flow, mask, the heads -- SLAMP and SLAMP-Baseline)."""
+    try:
+        return "components" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):
+        return False
