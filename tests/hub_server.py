@@ -37,6 +37,7 @@ class StandInHub:
 
     def __init__(self, *, redirect: bool = False, hub_headers: bool = True):
         self.files: dict[tuple[str, str, str], bytes] = {}
+        self.pages: dict[str, tuple[str, bytes]] = {}  # path -> (content type, body): plain web pages
         self.redirect = redirect
         self.hub_headers = hub_headers  # False: a plain file server (a wrong HF_ENDPOINT)
         self.requests: list[tuple[str, str]] = []  # (method, path), in arrival order
@@ -50,6 +51,11 @@ class StandInHub:
         revision = revision or secrets.token_hex(20)  # a 40-hex "commit"
         self.files[(repo_id, revision, filename)] = data
         return revision
+
+    def page(self, path: str, body: bytes, content_type: str = "text/html; charset=utf-8") -> str:
+        """Serve ``body`` at ``path`` as a plain web page; returns its URL."""
+        self.pages[path] = (content_type, body)
+        return self.url(path)
 
     @property
     def endpoint(self) -> str:
@@ -116,6 +122,10 @@ class _Handler(BaseHTTPRequestHandler):
         with self.hub._lock:
             self.hub.requests.append((self.command, path))
 
+        if path in self.hub.pages:
+            content_type, data = self.hub.pages[path]
+            return self._send_file(data, body, extra={"Content-Type": content_type})
+
         cdn = _CDN.match(path)
         if cdn:  # the "CDN" side of an LFS redirect: content by hash, no Hub headers
             data = next((d for d in self.hub.files.values() if hashlib.sha256(d).hexdigest() == cdn["sha"]), None)
@@ -160,9 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
             extra = {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
             data = data[start:end + 1]
         self.send_response(status)
+        extra = {"Content-Type": "application/octet-stream", **extra}
         for k, v in extra.items():
             self.send_header(k, v)
-        self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

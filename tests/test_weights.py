@@ -197,6 +197,88 @@ def test_url_errors(online, tmp_path, monkeypatch):
         resolve("gone", manifests=[m])
 
 
+# --- trust on first use: url entries whose publisher gives no sha256 ---------------------------
+
+UPSTREAM = "f" * 40  # a fixed "commit" of the stand-in: the same URL can be made to serve new bytes
+
+
+def unpublished_entry(hub: StandInHub, name: str, data: bytes, **source) -> dict:
+    """An entry like the bundled VainF/sniklaus ones: a fixed URL, `sha256: unpublished`."""
+    hub.add("upstream", "model.pth", data, revision=UPSTREAM)
+    return entry(name, {"url": hub.url(f"/upstream/resolve/{UPSTREAM}/model.pth"), **source}, sha="unpublished")
+
+
+def test_unpublished_hash_is_recorded_on_first_download_and_pins_every_later_load(online, tmp_path):
+    from vpcli.weights import first_use_dir, recorded_sha256, resolve_entry
+
+    m = manifest_with(tmp_path, unpublished_entry(online, "up", DATA))
+    e = load_manifest(m)[0]
+    assert e.sha256 is None and not e.published and e.to_record()["sha256"] == "unpublished"
+    # An ordinary load never fetches it: the first download must be asked for.
+    with pytest.raises(WeightsError, match="no published sha256") as err:
+        resolve("up", manifests=[m])
+    assert "vpcli weights download up" in err.value.hint and "--weights" in err.value.hint
+    url_cache = tmp_path / "vpcli_cache" / "url"
+    assert online.count() == 0 and not url_cache.exists()
+    assert verify_entry(e).status == "missing" and verify_entry(e).expected == "unpublished"
+
+    first = resolve_entry(e, trust_first_use=True)
+    assert first.first_use and first.sha256 == sha256(DATA) and first.path.read_bytes() == DATA
+    record = recorded_sha256(e)
+    assert record["sha256"] == sha256(DATA) and record["url"] == e.source.url and record["bytes"] == len(DATA)
+    assert first.path.parent == first_use_dir(e) and url_cache in first.path.parents
+
+    n = online.count()
+    again = resolve_weights("up", manifests=[m])  # now pinned: loads without asking, and offline
+    assert again.path == first.path and again.sha256 == sha256(DATA) and not again.first_use
+    assert online.count() == n and verify_entry(e).status == "ok"
+
+    # The upstream file changes under the same URL: a re-download is refused, nothing is cached.
+    online.add("upstream", "model.pth", DATA[::-1], revision=UPSTREAM)
+    first.path.unlink()
+    with pytest.raises(ChecksumError, match="from its first download") as err:
+        resolve("up", manifests=[m])
+    assert sha256(DATA) in str(err.value) and sha256(DATA[::-1]) in str(err.value)
+    assert not first.path.exists() and recorded_sha256(e)["sha256"] == sha256(DATA)
+    with pytest.raises(ChecksumError):  # trust_first_use does not re-record over an existing pin
+        resolve_entry(e, trust_first_use=True)
+
+    # A cached copy changed on disk: refused and deleted; the record stays and says how to reset it.
+    online.add("upstream", "model.pth", DATA, revision=UPSTREAM)
+    path = resolve("up", manifests=[m])
+    path.write_bytes(DATA[:-1] + b"!")
+    hashing.clear_memory()
+    with pytest.raises(ChecksumError, match="recorded at its first download") as err:
+        resolve("up", manifests=[m])
+    assert not path.exists() and str(first_use_dir(e)) in err.value.hint
+
+    # A new URL is a new source: it needs its own first download.
+    moved = unpublished_entry(online, "up", DATA) | {"source": {"url": online.url(f"/cdn/{sha256(DATA)}")}}
+    m2 = manifest_with(tmp_path, moved, name="moved.yaml")
+    with pytest.raises(WeightsError, match="no published sha256"):
+        resolve("up", manifests=[m2])
+
+
+def test_unpublished_filename_and_html_pages(online, tmp_path):
+    from vpcli.weights import recorded_sha256, resolve_entry
+
+    m = manifest_with(tmp_path, unpublished_entry(online, "named", DATA, filename="best_x_os16.pth.tar"))
+    e = load_manifest(m)[0]
+    assert resolve_entry(e, trust_first_use=True).path.name == "best_x_os16.pth.tar"
+    assert locate(e).status == "cached"
+
+    # A host that answers with a web page (Google Drive's "cannot scan" page, a Dropbox preview).
+    page = online.page("/drive/download", b"<html>Google Drive can't scan this file</html>")
+    for sha in ("unpublished", sha256(DATA)):
+        m = manifest_with(tmp_path, entry("page", {"url": page}, sha=sha), name=f"page-{sha[:4]}.yaml")
+        e = load_manifest(m)[0]
+        with pytest.raises(WeightsError, match=r"web page \(text/html\)") as err:
+            resolve_entry(e, trust_first_use=True)
+        assert "--weights /path/to/download" in err.value.hint and "\n" not in str(err.value)
+        assert locate(e).status == "not downloaded" and recorded_sha256(e) is None
+    assert not list((tmp_path / "vpcli_cache" / "url").rglob("*download*"))
+
+
 # --- bundled files and explicit paths ----------------------------------------------------------
 
 def test_bundled_file_is_relative_to_its_manifest_and_never_deleted(weights_env):
@@ -294,6 +376,10 @@ def _without(key):
     (lambda e: e.update(trained_no="x"), ["unknown field 'trained_no'", "did you mean 'trained_on'"]),
     (lambda e: e["source"]["hub"].update(filenmae="x"), ["source.hub", "did you mean 'filename'"]),
     (lambda e: e.update(sha256="abc"), ["field 'sha256' must be 64 hex digits", "'abc'"]),
+    (lambda e: e.update(sha256="unpublised"), ["or 'unpublished' for a URL", "'unpublised'"]),
+    (lambda e: e.update(sha256="unpublished"), ["'sha256: unpublished' is only for url sources, not hub"]),
+    (lambda e: e["source"].update(filename="w.pth"), ["source.filename' applies only to url sources"]),
+    (lambda e: e.update(source={"url": "https://x.org/dl?id=1", "filename": "a/b"}), ["source.filename", "'a/b'"]),
     (lambda e: e.update(task="predicter"), ["field 'task'", "'predicter'", "did you mean 'predictor'"]),
     (lambda e: e["source"].update(url="https://x.org/w.safetensors"), ["2 sources", "hub, url"]),
     (lambda e: e.update(source={"url": "http://example.org/w.safetensors"}), ["source.url", "https"]),

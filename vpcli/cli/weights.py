@@ -81,7 +81,11 @@ def download(
 ) -> None:
     """Fetch weights into the local cache and check their sha256 (so they work offline later).
 
-    Example: vpcli weights download deeplabv3plus-cityscapes pwcnet-sintel
+    An entry whose publisher gives no sha256 (`sha256: unpublished` in the manifest) is fetched
+    only here: the sha256 of its first download is recorded and printed, and every later load
+    and re-download must match it (trust on first use).
+
+    Example: vpcli weights download deeplabv3plus-mobilenet-cityscapes-vainf pwcnet-sniklaus
     """
     from vpcli.weights import resolve_entry
 
@@ -97,9 +101,14 @@ def download(
     def one(name: str) -> dict[str, Any]:
         entry = registry.get(name)
         with _ProgressBar(name) as bar:
-            resolved = resolve_entry(entry, download=True, progress=bar.update)
+            resolved = resolve_entry(entry, download=True, progress=bar.update, trust_first_use=True)
+        if resolved.first_use:
+            sys.stderr.write(f"warning: {name}: its publisher gives no sha256; recorded sha256 {resolved.sha256} of "
+                             f"this first download from {entry.source.describe()} (trust on first use): compare it "
+                             f"with a copy you trust; every later load must match it\n")
         sys.stderr.write(f"{name}: ok ({resolved.path})\n")
-        return {"name": name, "path": str(resolved.path), "sha256": resolved.sha256, "source": resolved.source}
+        return {"name": name, "path": str(resolved.path), "sha256": resolved.sha256, "source": resolved.source,
+                "first_use": resolved.first_use}
 
     raise typer.Exit(run_per_input(targets, one, as_json=json))
 
@@ -153,10 +162,19 @@ def info(
 
     Example: vpcli weights info slamp-mmnist --json
     """
-    from vpcli.weights import locate
+    from vpcli.weights import locate, recorded_sha256
 
     entry = _registry(manifest).get(name)
     record = _entry_record(entry, locate(entry))
+    first = recorded_sha256(entry)
+    if not entry.published:
+        record["recorded_sha256"] = first
+    if entry.published:
+        sha = entry.sha256
+    elif first:
+        sha = f"unpublished; recorded at the first download ({first['recorded']}): {first['sha256']}"
+    else:
+        sha = "unpublished; recorded at the first `vpcli weights download`"
     if json:
         emit_json(record)
         return
@@ -165,7 +183,7 @@ def info(
     lines = [
         ("name", entry.name), ("task", entry.task), ("arch", entry.arch),
         ("config", config), ("source", f"{source.kind}: {source.describe()}"),
-        ("sha256", entry.sha256), ("license", entry.license), ("trained_on", entry.trained_on),
+        ("sha256", sha), ("license", entry.license), ("trained_on", entry.trained_on),
         ("metrics", ", ".join(f"{k}={v}" for k, v in record["metrics"].items()) or "(none)"),
         ("description", entry.description or ""), ("manifest", str(entry.manifest)),
         ("status", record["status"]), ("path", record["path"] or ""),

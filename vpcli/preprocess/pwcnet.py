@@ -63,6 +63,7 @@ LEVEL_WEIGHTS = (0.32, 0.08, 0.02, 0.01, 0.005)          # training loss weights
 MULTIPLE = 64                                            # 6 stride-2 levels
 WEIGHTS_NAME = "pwcnet-sniklaus"                         # the published weights (not bundled)
 DEFAULT_WEIGHTS = "pwcnet-slim-synth"                    # trained by vpcli, bundled (scripts/train_pwcnet.py)
+# sniklaus/pytorch-pwc's own scripts fetch it over http; the manifest entry asks the same host over https.
 WEIGHTS_URL = "https://content.sniklaus.com/github/pytorch-pwc/network-default.pytorch"
 
 
@@ -445,11 +446,12 @@ def load_pwcnet(path: str | Path, config: PWCNetConfig | dict[str, Any] | None =
 
 
 def _missing_weights(name: str, err: WeightsError) -> WeightsError:
-    return WeightsError(
-        f"PWC-Net needs pretrained weights and {name!r} cannot be resolved: {err.message}",
-        f"download network-default.pytorch (sniklaus/pytorch-pwc, weights converted from NVlabs PWC-Net, "
-        f"CC BY-NC-SA 4.0) from {WEIGHTS_URL} and pass --weights /path/to/network-default.pytorch; "
-        f"or use --method dis, which needs no weights")
+    how = err.hint if err.hint and "vpcli weights download" in err.hint else (
+        f"`vpcli weights download {WEIGHTS_NAME}` fetches network-default.pytorch (sniklaus/pytorch-pwc, weights "
+        f"converted from NVlabs PWC-Net, CC BY-NC-SA 4.0) from {WEIGHTS_URL}, or pass --weights "
+        f"/path/to/network-default.pytorch")
+    return WeightsError(f"PWC-Net needs pretrained weights and {name!r} cannot be resolved: {err.message}",
+                        f"{how}; or use --method dis, which needs no weights")
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +461,8 @@ def _missing_weights(name: str, err: WeightsError) -> WeightsError:
 class PWCNetFlow(FlowEstimator):
     """PWC-Net as a :class:`FlowEstimator` (torch input kind; numpy frames are converted).
 
-    ``weights``: a manifest name (default ``pwcnet-sniklaus``) or a file path. ``model``: use
+    ``weights``: a manifest name (default ``pwcnet-slim-synth``; ``pwcnet-sniklaus`` is the
+    published model, fetched with `vpcli weights download pwcnet-sniklaus`) or a file path. ``model``: use
     this module as is (tests, benchmarks with random weights). ``precision``: ``fp32`` or
     ``bf16`` (autocast; CPU and CUDA). ``channels_last``: NHWC memory format for the convolutions.
     """

@@ -11,6 +11,7 @@ from vpcli.weights.manifest import (
                                     BUNDLED_MANIFEST,
                                     ENV_VAR,
                                     TASKS,
+                                    UNPUBLISHED,
                                     BundledSource,
                                     HubSource,
                                     Source,
@@ -26,10 +27,13 @@ from vpcli.weights.resolve import (
                                     ResolvedWeights,
                                     VerifyResult,
                                     check_sha256,
+                                    expected_sha256,
+                                    first_use_dir,
                                     hf_cache_dir,
                                     how_to_get,
                                     is_offline,
                                     locate,
+                                    recorded_sha256,
                                     resolve,
                                     resolve_entry,
                                     resolve_weights,
@@ -38,9 +42,9 @@ from vpcli.weights.resolve import (
 )
 
 __all__ = [
-    "BUNDLED_MANIFEST", "ENV_VAR", "TASKS", "BundledSource", "HubSource", "Source", "UrlSource", "WeightsEntry",
-    "WeightsRegistry", "load_manifest", "load_manifests", "manifest_paths",
-    "Location", "ResolvedWeights", "VerifyResult", "check_sha256", "file_sha256", "hf_cache_dir", "how_to_get",
-    "is_offline", "locate", "resolve", "resolve_entry", "resolve_weights", "url_cache_path", "verify_entry",
-    "vpcli_cache_dir",
+    "BUNDLED_MANIFEST", "ENV_VAR", "TASKS", "UNPUBLISHED", "BundledSource", "HubSource", "Source", "UrlSource",
+    "WeightsEntry", "WeightsRegistry", "load_manifest", "load_manifests", "manifest_paths",
+    "Location", "ResolvedWeights", "VerifyResult", "check_sha256", "expected_sha256", "file_sha256", "first_use_dir",
+    "hf_cache_dir", "how_to_get", "is_offline", "locate", "recorded_sha256", "resolve", "resolve_entry",
+    "resolve_weights", "url_cache_path", "verify_entry", "vpcli_cache_dir",
 ]

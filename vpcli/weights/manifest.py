@@ -12,7 +12,7 @@ A manifest is a YAML file (read with ``yaml.safe_load``)::
           bundled: assets/weights/slamp-mmnist.safetensors   # relative to this manifest's folder
           # hub: {repo_id: org/name, revision: <40-hex commit>, filename: model.safetensors}
           # url: https://example.org/slamp-mmnist.safetensors
-        sha256: <64 hex digits>         # always checked by vpcli itself
+        sha256: <64 hex digits>         # always checked by vpcli itself (see UNPUBLISHED below)
         license: MIT
         trained_on: "moving digits, 64x64, 100k steps on this project's CI box"
         metrics: {psnr: 18.2}           # what it scored, on what; may be {}
@@ -21,6 +21,13 @@ A manifest is a YAML file (read with ``yaml.safe_load``)::
 The bundled manifest (``vpcli/weights_manifest.yaml``) is read first, then every file in
 ``$VPCLI_MANIFEST`` (``os.pathsep``-separated), then ``--manifest`` files. Later manifests may add
 entries but never redefine a name: a name defined twice is an error naming both places.
+
+A ``url`` source whose publisher gives no hash (VainF's DeepLabV3+ and sniklaus' PWC-Net
+checkpoints) may say ``sha256: unpublished``: vpcli then downloads it only when asked to
+(`vpcli weights download NAME`), records the sha256 of that first download in its cache, and
+checks every later load and re-download against the record (trust on first use; see
+resolve.py). ``source: {url: ..., filename: NAME}`` names the file when the URL's last path
+segment is not a useful name (e.g. Google Drive's ``.../download?id=...``).
 
 Every validation error is a :class:`~vpcli.errors.ManifestError` naming the file, the entry
 (index and name) and the field, so a typo can be fixed without reading this module.
@@ -49,6 +56,8 @@ OPTIONAL_FIELDS = ("description",)
 ENTRY_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 TOP_FIELDS = ("version", "weights")
 SOURCE_KINDS = ("bundled", "hub", "url")
+URL_OPTIONS = ("filename",)  # may sit beside `url:` in a source mapping
+UNPUBLISHED = "unpublished"  # the sha256 of a url source whose publisher gives none (trust on first use)
 HUB_FIELDS = ("repo_id", "revision", "filename")
 
 # Names may not contain '/' so that a name can never be mistaken for a path (see resolve.py).
@@ -102,17 +111,18 @@ class UrlSource:
     """A file at a fixed URL; the manifest's sha256 is what pins it."""
 
     url: str
+    name: str | None = None  # `filename:` in the manifest; default: the URL's last path segment
     kind: ClassVar[str] = "url"
 
     @property
     def filename(self) -> str:
-        return unquote(Path(urlsplit(self.url).path).name) or "weights"
+        return self.name or unquote(Path(urlsplit(self.url).path).name) or "weights"
 
     def describe(self) -> str:
         return self.url
 
     def to_record(self) -> dict[str, Any]:
-        return {"kind": self.kind, "url": self.url}
+        return {"kind": self.kind, "url": self.url, "filename": self.filename}
 
 
 Source = Union[BundledSource, HubSource, UrlSource]
@@ -127,13 +137,18 @@ class WeightsEntry:
     arch: str
     config: Mapping[str, Any] | Path = field(hash=False)  # inline mapping, or absolute path to a file
     source: Source
-    sha256: str  # lower-case hex
+    sha256: str | None  # lower-case hex; None: `unpublished` (a url source, pinned on first download)
     license: str
     trained_on: str
     metrics: Mapping[str, Any] = field(hash=False)
     description: str | None
     manifest: Path
     index: int
+
+    @property
+    def published(self) -> bool:
+        """Whether the manifest carries the file's sha256 (else it is recorded on first download)."""
+        return self.sha256 is not None
 
     @property
     def where(self) -> str:
@@ -167,7 +182,7 @@ class WeightsEntry:
             "arch": self.arch,
             "config": str(self.config) if isinstance(self.config, Path) else _plain(self.config),
             "source": self.source.to_record(),
-            "sha256": self.sha256,
+            "sha256": self.sha256 or UNPUBLISHED,
             "license": self.license,
             "trained_on": self.trained_on,
             "metrics": _plain(self.metrics),
@@ -321,17 +336,22 @@ def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
         close = difflib.get_close_matches(str(task), TASKS, n=1)
         raise ManifestError(f"{where}: field 'task' must be one of {', '.join(TASKS)}, got {task!r}",
                             f"did you mean '{close[0]}'?" if close else None)
+    source = _parse_source(item["source"], where, path)
     sha = item["sha256"]
-    if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
-        raise ManifestError(f"{where}: field 'sha256' must be 64 hex digits, got {_short(sha)}",
-                            "compute it with `sha256sum FILE`")
+    if sha == UNPUBLISHED:
+        if not isinstance(source, UrlSource):
+            raise ManifestError(f"{where}: 'sha256: {UNPUBLISHED}' is only for url sources, not {source.kind}",
+                                "give the file's sha256 (compute it with `sha256sum FILE`)")
+    elif not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
+        raise ManifestError(f"{where}: field 'sha256' must be 64 hex digits (or '{UNPUBLISHED}' for a URL "
+                            f"whose publisher gives none), got {_short(sha)}", "compute it with `sha256sum FILE`")
     return WeightsEntry(
         name=name,
         task=task,
         arch=_text(item, "arch", where),
         config=_parse_config(item["config"], where, path),
-        source=_parse_source(item["source"], where, path),
-        sha256=sha.lower(),
+        source=source,
+        sha256=None if sha == UNPUBLISHED else sha.lower(),
         license=_text(item, "license", where),
         trained_on=_text(item, "trained_on", where),
         metrics=_parse_metrics(item["metrics"], where),
@@ -370,8 +390,12 @@ def _parse_source(value: Any, where: str, path: Path) -> Source:
     if len(kinds) > 1:
         raise ManifestError(f"{where}: field 'source' has {len(kinds)} sources ({', '.join(kinds)}); "
                             "give exactly one", "list a mirror as a separate entry if you need two")
-    _check_keys(value, SOURCE_KINDS, f"{where}: source", required=())
+    _check_keys(value, SOURCE_KINDS + URL_OPTIONS, f"{where}: source", required=())
     kind = kinds[0] if kinds else None
+    options = [k for k in value if k in URL_OPTIONS]
+    if options and kind != "url":
+        raise ManifestError(f"{where}: field 'source.{options[0]}' applies only to url sources",
+                            "hub and bundled sources name their file themselves")
     if kind is None:  # only reachable for an empty-after-check mapping; _check_keys caught typos
         raise ManifestError(f"{where}: field 'source' needs one of {', '.join(SOURCE_KINDS)}")
     spec = value[kind]
@@ -410,7 +434,11 @@ def _parse_source(value: Any, where: str, path: Path) -> Source:
     secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
     if not secure or not parts.netloc or not parts.path.strip("/"):
         raise ManifestError(f"{where}: field 'source.url' must be an https URL of a file, got {_short(spec)}")
-    return UrlSource(url=spec)
+    filename = value.get("filename")
+    if filename is not None and (not isinstance(filename, str) or not _NAME_RE.fullmatch(filename)):
+        raise ManifestError(f"{where}: field 'source.filename' must be a plain file name (letters, digits, "
+                            f"'.', '_', '-'), got {_short(filename)}")
+    return UrlSource(url=spec, name=filename)
 
 
 # --- helpers ---------------------------------------------------------------------------------

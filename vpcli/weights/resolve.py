@@ -13,13 +13,21 @@ we pass ``cache_dir``/``endpoint``/``local_files_only`` explicitly):
 - ``HF_ENDPOINT``: the Hub to talk to (a mirror, or the stand-in Hub in tests).
 - ``HF_HUB_OFFLINE``: never touch the network; only cached files resolve (also for URL sources).
 - ``VPCLI_CACHE``: our cache (URL downloads, the sha256 memo); default ``~/.cache/vpcli``.
+
+Trust on first use: a url entry with ``sha256: unpublished`` (its publisher gives no hash) is
+downloaded only when asked (``trust_first_use=True``, which `vpcli weights download` passes).
+That first download's sha256 is recorded in ``<VPCLI_CACHE>/url/first-use/<name>-<url hash>/``
+and from then on the entry is pinned to it like any other: a changed file is refused, a
+re-download must match. Changing the URL starts a new record.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -30,6 +38,7 @@ from urllib.parse import urlsplit
 from vpcli.errors import ChecksumError, WeightsError
 from vpcli.weights import hashing
 from vpcli.weights.manifest import (
+    UNPUBLISHED,
     BundledSource,
     HubSource,
     UrlSource,
@@ -55,6 +64,7 @@ class ResolvedWeights:
     name: str | None  # manifest entry, or None for an explicit path
     sha256: str | None  # None only for an explicit folder
     source: str  # "path" | "bundled" | "hub" | "url"
+    first_use: bool = False  # this call downloaded an `unpublished` entry and recorded its sha256
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class VerifyResult:
     name: str
     status: str  # "ok" | "mismatch" | "missing"
     path: Path | None
-    expected: str
+    expected: str  # the sha256, or "unpublished" before a first download has recorded one
     actual: str | None = None
     message: str | None = None
 
@@ -96,9 +106,43 @@ def hf_cache_dir() -> Path:
 
 
 def url_cache_path(entry: WeightsEntry) -> Path:
-    """``<VPCLI_CACHE>/url/<sha256>/<filename>``: content-addressed, so a new pin never collides."""
+    """``<VPCLI_CACHE>/url/<sha256>/<filename>``: content-addressed, so a new pin never collides.
+
+    An ``unpublished`` entry lives in its first-use folder (see :func:`first_use_dir`) instead.
+    """
     assert isinstance(entry.source, UrlSource)
-    return hashing.vpcli_cache_dir() / "url" / entry.sha256 / entry.source.filename
+    folder = first_use_dir(entry) if entry.sha256 is None else hashing.vpcli_cache_dir() / "url" / entry.sha256
+    return folder / entry.source.filename
+
+
+def first_use_dir(entry: WeightsEntry) -> Path:
+    """Where an ``unpublished`` entry's file and its recorded sha256 live: one folder per name and URL."""
+    assert isinstance(entry.source, UrlSource)
+    tag = hashlib.sha256(entry.source.url.encode()).hexdigest()[:12]
+    return hashing.vpcli_cache_dir() / "url" / "first-use" / f"{entry.name}-{tag}"
+
+
+def recorded_sha256(entry: WeightsEntry) -> dict | None:
+    """The record of an ``unpublished`` entry's first download (sha256, url, when), or None."""
+    if entry.sha256 is not None or not isinstance(entry.source, UrlSource):
+        return None
+    try:
+        record = json.loads((first_use_dir(entry) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    sha = record.get("sha256") if isinstance(record, dict) else None
+    return record if isinstance(sha, str) and len(sha) == 64 else None
+
+
+def expected_sha256(entry: WeightsEntry) -> str | None:
+    """The hash the entry's file must have: the manifest's, else the first download's (None: neither)."""
+    if entry.sha256 is not None:
+        return entry.sha256
+    record = recorded_sha256(entry)
+    return record["sha256"] if record else None
+
+
+RECORD = "sha256.json"
 
 
 # --- public API ------------------------------------------------------------------------------
@@ -134,10 +178,16 @@ def resolve_weights(name_or_path: str | os.PathLike, *,
     return resolve_entry(registry.get(name), download=download, progress=progress)
 
 
-def resolve_entry(entry: WeightsEntry, *, download: bool = True,
-                  progress: Progress | None = None) -> ResolvedWeights:
-    """Find or fetch the entry's file, then check its sha256 (deleting a bad cached copy)."""
+def resolve_entry(entry: WeightsEntry, *, download: bool = True, progress: Progress | None = None,
+                  trust_first_use: bool = False) -> ResolvedWeights:
+    """Find or fetch the entry's file, then check its sha256 (deleting a bad cached copy).
+
+    ``trust_first_use``: an ``unpublished`` entry with no recorded hash may be downloaded, and the
+    sha256 of what arrives is recorded (``first_use`` is then True on the result). Without it such
+    an entry raises a WeightsError that says to run `vpcli weights download NAME`.
+    """
     src = entry.source
+    first_use = False
     if isinstance(src, BundledSource):
         if not src.path.is_file():
             raise WeightsError(f"bundled weights file for '{entry.name}' is missing: {src.path}",
@@ -146,29 +196,42 @@ def resolve_entry(entry: WeightsEntry, *, download: bool = True,
     elif isinstance(src, HubSource):
         path = _from_hub(entry, src, download=download, progress=progress)
     else:
-        path = _from_url(entry, src, download=download, progress=progress)
-    check_sha256(entry, path)
-    return ResolvedWeights(path=path, name=entry.name, sha256=entry.sha256, source=src.kind)
+        if expected_sha256(entry) is None and not trust_first_use:
+            raise WeightsError(f"weights '{entry.name}' have no published sha256, so vpcli fetches them only "
+                               f"when asked", how_to_get(entry))
+        path, first_use = _from_url(entry, src, download=download, progress=progress)
+    sha = check_sha256(entry, path)
+    return ResolvedWeights(path=path, name=entry.name, sha256=sha, source=src.kind, first_use=first_use)
 
 
 def check_sha256(entry: WeightsEntry, path: Path, *, trust_cache: bool = True) -> str:
-    """Raise ChecksumError (after deleting a cached copy) unless ``path`` has the entry's hash."""
+    """Raise ChecksumError (after deleting a cached copy) unless ``path`` has the entry's hash
+    (for an ``unpublished`` entry: the hash recorded at its first download)."""
     actual = hashing.file_sha256(path, trust_cache=trust_cache)
-    if actual != entry.sha256:
+    expected = expected_sha256(entry)
+    if actual != expected:
         raise _mismatch(entry, path, actual)
     return actual
 
 
 def _mismatch(entry: WeightsEntry, path: Path, actual: str) -> ChecksumError:
     removed = _discard(entry, path)
-    if removed:
-        hint = f"the bad copy was deleted; run `vpcli weights download {entry.name}` to fetch it again"
-    elif isinstance(entry.source, BundledSource):
-        hint = "the installed file is damaged or the manifest is out of date; reinstall vpcli or fix the manifest"
+    expected = expected_sha256(entry)
+    if entry.sha256 is None:
+        what = f"the sha256 recorded at its first download ({first_use_dir(entry) / RECORD}), {expected}"
+        hint = ((f"the changed copy was deleted; run `vpcli weights download {entry.name}` to fetch it again"
+                 if removed else "restore the file")
+                + f"; if the publisher replaced the file on purpose, delete {first_use_dir(entry)} to record anew")
     else:
-        hint = "delete the file and download it again"
-    return ChecksumError(f"sha256 mismatch for weights '{entry.name}' ({path}): expected {entry.sha256}, "
-                         f"got {actual}", hint)
+        what = expected
+        if removed:
+            hint = f"the bad copy was deleted; run `vpcli weights download {entry.name}` to fetch it again"
+        elif isinstance(entry.source, BundledSource):
+            hint = "the installed file is damaged or the manifest is out of date; reinstall vpcli or fix the manifest"
+        else:
+            hint = "delete the file and download it again"
+    return ChecksumError(f"sha256 mismatch for weights '{entry.name}' ({path}): expected {what}, got {actual}",
+                         hint)
 
 
 def locate(entry: WeightsEntry) -> Location:
@@ -180,20 +243,23 @@ def locate(entry: WeightsEntry) -> Location:
         cached = _hf_cached(src)
         return Location("cached", cached) if cached else Location("not downloaded", None)
     dest = url_cache_path(entry)
-    return Location("cached", dest) if dest.is_file() else Location("not downloaded", None)
+    if dest.is_file() and expected_sha256(entry) is not None:
+        return Location("cached", dest)
+    return Location("not downloaded", None)
 
 
 def verify_entry(entry: WeightsEntry) -> VerifyResult:
     """Re-hash the entry's local file (every byte, ignoring the memo) without downloading."""
     loc = locate(entry)
-    if loc.path is None:
-        return VerifyResult(entry.name, "missing", None, entry.sha256,
+    expected = expected_sha256(entry)
+    if loc.path is None or expected is None:  # a file without a first-use record is not vpcli's download
+        return VerifyResult(entry.name, "missing", None, expected or UNPUBLISHED,
                             message=f"{loc.status} ({how_to_get(entry)})")
     actual = hashing.file_sha256(loc.path, trust_cache=False)
-    if actual != entry.sha256:
+    if actual != expected:
         err = _mismatch(entry, loc.path, actual)
-        return VerifyResult(entry.name, "mismatch", loc.path, entry.sha256, actual, str(err))
-    return VerifyResult(entry.name, "ok", loc.path, entry.sha256, actual)
+        return VerifyResult(entry.name, "mismatch", loc.path, expected, actual, str(err))
+    return VerifyResult(entry.name, "ok", loc.path, expected, actual)
 
 
 def how_to_get(entry: WeightsEntry) -> str:
@@ -206,6 +272,10 @@ def how_to_get(entry: WeightsEntry) -> str:
     if isinstance(src, HubSource):
         return (f"run `vpcli weights download {entry.name}` while online{offline}, or download "
                 f"{src.filename} from {src.repo_id} at {src.revision[:12]} and pass --weights /path/to/{src.filename}")
+    if expected_sha256(entry) is None:
+        return (f"run `vpcli weights download {entry.name}` once while online{offline}: its publisher gives no "
+                f"sha256, so vpcli records the first download's and checks every later load against it; "
+                f"or fetch {src.url} yourself and pass --weights /path/to/{src.filename}")
     return (f"run `vpcli weights download {entry.name}` while online{offline}, or fetch {src.url} and place it "
             f"at {url_cache_path(entry)}, or pass --weights /path/to/{src.filename}")
 
@@ -347,25 +417,35 @@ def _progress_bar(progress: Progress | None) -> type:
 
 # --- pinned URLs -----------------------------------------------------------------------------
 
-def _from_url(entry: WeightsEntry, src: UrlSource, *, download: bool, progress: Progress | None) -> Path:
+def _from_url(entry: WeightsEntry, src: UrlSource, *, download: bool,
+              progress: Progress | None) -> tuple[Path, bool]:
+    """(the cached file, whether this call recorded a first-use sha256)."""
     dest = url_cache_path(entry)
-    if dest.is_file():
-        return dest
+    expected = expected_sha256(entry)
+    if dest.is_file() and expected is not None:
+        return dest, False
     if not download or is_offline():
         why = "HF_HUB_OFFLINE is set" if is_offline() else "downloads are disabled"
         raise WeightsError(f"weights '{entry.name}' are not downloaded ({dest}) and {why}", how_to_get(entry))
-    _download_url(entry, src.url, dest, progress)
-    return dest
+    _download_url(entry, src.url, dest, progress, expected)
+    return dest, expected is None
 
 
-def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress | None) -> None:
-    """Stream to a temporary file beside ``dest``, hashing as we go; rename only if the hash matches."""
+def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress | None,
+                  expected: str | None) -> None:
+    """Stream to a temporary file beside ``dest``, hashing as we go; rename only if the hash matches
+    ``expected`` (None: record the hash as the entry's first-use pin, then rename)."""
     from vpcli import __version__
-    from vpcli.io.atomic import atomic_path
+    from vpcli.io.atomic import atomic_path, write_text
 
     request = urllib.request.Request(url, headers={"User-Agent": f"vpcli/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response, atomic_path(dest) as tmp:
+            kind = response.headers.get_content_type()
+            if kind == "text/html":  # a sign-in, consent or "too large to scan" page, not weights
+                raise WeightsError(f"{url} answered with a web page (text/html), not the weights file of "
+                                   f"'{entry.name}'", f"the host wants a browser: download the file there and "
+                                   f"pass --weights /path/to/{entry.source.filename}")
             total = int(response.headers.get("Content-Length") or 0) or None
             h, done = hashlib.sha256(), 0
             with open(tmp, "wb") as f:
@@ -375,9 +455,16 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
-            if h.hexdigest() != entry.sha256:  # the temporary is removed; nothing bad is cached
+            actual = h.hexdigest()
+            if expected is None:  # first use: the record is written before the file appears
+                write_text(first_use_dir(entry) / RECORD, json.dumps(
+                    {"name": entry.name, "url": url, "sha256": actual, "bytes": done,
+                     "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "vpcli": __version__},
+                    indent=1) + "\n")
+            elif actual != expected:  # the temporary is removed; nothing bad is cached
+                pin = "the manifest" if entry.sha256 else f"its first download ({first_use_dir(entry) / RECORD})"
                 raise ChecksumError(f"sha256 mismatch for weights '{entry.name}' downloaded from {url}: "
-                                    f"expected {entry.sha256}, got {h.hexdigest()}",
+                                    f"expected {expected} (from {pin}), got {actual}",
                                     f"the server returned different content; check source.url in {entry.manifest}")
     except urllib.error.HTTPError as e:
         raise WeightsError(f"cannot download weights '{entry.name}': HTTP {e.code} {e.reason} for {url}",
@@ -389,7 +476,7 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
     except (OSError, http.client.HTTPException) as e:  # timeouts, resets mid-stream
         raise WeightsError(f"cannot download weights '{entry.name}' from {url}: {_first_line(e)}",
                            f"try again; {how_to_get(entry)}") from e
-    hashing.remember(dest, entry.sha256)
+    hashing.remember(dest, actual)
 
 
 # --- helpers ---------------------------------------------------------------------------------
