@@ -37,7 +37,7 @@ class StandInHub:
 
     def __init__(self, *, redirect: bool = False, hub_headers: bool = True):
         self.files: dict[tuple[str, str, str], bytes] = {}
-        self.pages: dict[str, tuple[str, bytes]] = {}  # path -> (content type, body): plain web pages
+        self.pages: dict[str, tuple[str, bytes, int | None]] = {}  # path -> (type, body, length): web pages
         self.redirect = redirect
         self.hub_headers = hub_headers  # False: a plain file server (a wrong HF_ENDPOINT)
         self.requests: list[tuple[str, str]] = []  # (method, path), in arrival order
@@ -52,9 +52,11 @@ class StandInHub:
         self.files[(repo_id, revision, filename)] = data
         return revision
 
-    def page(self, path: str, body: bytes, content_type: str = "text/html; charset=utf-8") -> str:
-        """Serve ``body`` at ``path`` as a plain web page; returns its URL."""
-        self.pages[path] = (content_type, body)
+    def page(self, path: str, body: bytes, content_type: str = "text/html; charset=utf-8",
+             claimed_length: int | None = None) -> str:
+        """Serve ``body`` at ``path`` as a plain web page; returns its URL. ``claimed_length``: send
+        that Content-Length instead (more than the body: a connection dropped mid-file)."""
+        self.pages[path] = (content_type, body, claimed_length)
         return self.url(path)
 
     @property
@@ -123,7 +125,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.hub.requests.append((self.command, path))
 
         if path in self.hub.pages:
-            content_type, data = self.hub.pages[path]
+            content_type, data, claimed = self.hub.pages[path]
+            if claimed is not None:
+                self.close_connection = True  # the client sees the end of the stream, not a hang
+                return self._send_file(data, body, extra={"Content-Type": content_type,
+                                                          "Content-Length": str(claimed)})
             return self._send_file(data, body, extra={"Content-Type": content_type})
 
         cdn = _CDN.match(path)
@@ -170,11 +176,10 @@ class _Handler(BaseHTTPRequestHandler):
             extra = {**extra, "Content-Range": f"bytes {start}-{end}/{len(data)}"}
             data = data[start:end + 1]
         self.send_response(status)
-        extra = {"Content-Type": "application/octet-stream", **extra}
+        extra = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+                 "Content-Length": str(len(data)), **extra}
         for k, v in extra.items():
             self.send_header(k, v)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if body:
             self.wfile.write(data)

@@ -89,6 +89,24 @@ def test_download_then_list_shows_cached(setup, hub, capsys):
     assert records[1]["sha256"] == sha256(REMOTE)
 
 
+def test_download_all_skips_entries_without_a_published_sha256(setup, hub, capsys, weights_env):
+    import yaml
+    data = yaml.safe_load(setup.read_text())
+    revision = hub.add("upstream", "model.pth", REMOTE * 2)
+    data["weights"].append(entry("third-party", {"url": hub.url(f"/upstream/resolve/{revision}/model.pth")},
+                                 sha="unpublished"))
+    setup.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, out, err = run(capsys, "weights", "download", "--all", "-m", str(setup), "--json")
+    assert code == 0, err
+    assert [json.loads(line)["name"] for line in out.splitlines()] == ["local-net", "remote-net"]
+    assert "skipped third-party: its publisher gives no sha256; run `vpcli weights download third-party`" in err
+    assert not (weights_env / "vpcli_cache" / "url").exists()
+    code, out, err = run(capsys, "weights", "download", "third-party", "-m", str(setup))  # named: fetched
+    assert code == 0 and f"recorded sha256 {sha256(REMOTE * 2)}" in err
+    code, out, err = run(capsys, "weights", "download", "--all", "-m", str(setup), "--json")  # now pinned
+    assert code == 0 and "skipped" not in err and len(out.splitlines()) == 3
+
+
 def test_download_usage_and_failures(setup, hub, capsys):
     code, _, err = run(capsys, "weights", "download", "-m", str(setup))
     assert code == 2 and err.startswith("error: no weights named")

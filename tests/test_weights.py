@@ -1,6 +1,7 @@
 """Weights: manifest validation, resolution (path / bundled / stand-in Hub / URL), sha256 checks."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -226,7 +227,7 @@ def test_unpublished_hash_is_recorded_on_first_download_and_pins_every_later_loa
     assert first.first_use and first.sha256 == sha256(DATA) and first.path.read_bytes() == DATA
     record = recorded_sha256(e)
     assert record["sha256"] == sha256(DATA) and record["url"] == e.source.url and record["bytes"] == len(DATA)
-    assert first.path.parent == first_use_dir(e) and url_cache in first.path.parents
+    assert first.path.parent == first_use_dir(e) / "file" and url_cache in first.path.parents
 
     n = online.count()
     again = resolve_weights("up", manifests=[m])  # now pinned: loads without asking, and offline
@@ -252,6 +253,17 @@ def test_unpublished_hash_is_recorded_on_first_download_and_pins_every_later_loa
         resolve("up", manifests=[m])
     assert not path.exists() and str(first_use_dir(e)) in err.value.hint
 
+    # A damaged record is not "no record": nothing re-records over it, the error says what to delete.
+    record_file = first_use_dir(e) / "sha256.json"
+    record_file.write_text("{")
+    for call in (lambda: resolve("up", manifests=[m]), lambda: resolve_entry(e, trust_first_use=True)):
+        with pytest.raises(WeightsError, match="first-use record of weights 'up'.* is damaged") as err:
+            call()
+        assert str(first_use_dir(e)) in err.value.hint
+    assert locate(e).status == "damaged first-use record" and verify_entry(e).status == "mismatch"
+    record_file.write_text(json.dumps({"sha256": sha256(DATA)}))
+    assert resolve("up", manifests=[m]) == path
+
     # A new URL is a new source: it needs its own first download.
     moved = unpublished_entry(online, "up", DATA) | {"source": {"url": online.url(f"/cdn/{sha256(DATA)}")}}
     m2 = manifest_with(tmp_path, moved, name="moved.yaml")
@@ -262,10 +274,33 @@ def test_unpublished_hash_is_recorded_on_first_download_and_pins_every_later_loa
 def test_unpublished_filename_and_html_pages(online, tmp_path):
     from vpcli.weights import recorded_sha256, resolve_entry
 
+    from vpcli.weights import check_sha256
+
     m = manifest_with(tmp_path, unpublished_entry(online, "named", DATA, filename="best_x_os16.pth.tar"))
     e = load_manifest(m)[0]
     assert resolve_entry(e, trust_first_use=True).path.name == "best_x_os16.pth.tar"
     assert locate(e).status == "cached"
+    # a file named like the record does not overwrite it
+    m = manifest_with(tmp_path, unpublished_entry(online, "clash", DATA, filename="sha256.json"), name="clash.yaml")
+    e = load_manifest(m)[0]
+    assert resolve_entry(e, trust_first_use=True).path.read_bytes() == DATA
+    assert recorded_sha256(e)["sha256"] == sha256(DATA) and resolve("clash", manifests=[m]).read_bytes() == DATA
+
+    # Nothing to compare with: check_sha256 refuses without deleting the file it was given.
+    stray = tmp_path / "stray.pth"
+    stray.write_bytes(DATA)
+    m = manifest_with(tmp_path, unpublished_entry(online, "never", DATA), name="never.yaml")
+    with pytest.raises(WeightsError, match="no first download recorded one"):
+        check_sha256(load_manifest(m)[0], stray)
+    assert stray.read_bytes() == DATA
+
+    # Text is a fine answer when the manifest's hash checks the bytes, never as a first download.
+    plain = online.page("/plain/model.pth", DATA, "text/plain")
+    m = manifest_with(tmp_path, entry("plain", {"url": plain}, DATA), name="plain.yaml")
+    assert resolve("plain", manifests=[m]).read_bytes() == DATA
+    m = manifest_with(tmp_path, entry("plain", {"url": plain}, sha="unpublished"), name="plain2.yaml")
+    with pytest.raises(WeightsError, match=r"answered with text \(text/plain\)"):
+        resolve_entry(load_manifest(m)[0], trust_first_use=True)
 
     # A host that answers with a web page (Google Drive's "cannot scan" page, a Dropbox preview).
     page = online.page("/drive/download", b"<html>Google Drive can't scan this file</html>")
@@ -277,6 +312,15 @@ def test_unpublished_filename_and_html_pages(online, tmp_path):
         assert "--weights /path/to/download" in err.value.hint and "\n" not in str(err.value)
         assert locate(e).status == "not downloaded" and recorded_sha256(e) is None
     assert not list((tmp_path / "vpcli_cache" / "url").rglob("*download*"))
+
+    # A connection that drops mid-file: nothing is recorded or kept, the error says so.
+    cut = online.page("/cut/model.pth", DATA[:100], "application/octet-stream", claimed_length=len(DATA))
+    m = manifest_with(tmp_path, entry("cut", {"url": cut}, sha="unpublished"), name="cut.yaml")
+    e = load_manifest(m)[0]
+    with pytest.raises(WeightsError, match=f"ended after 100 of {len(DATA)} bytes"):
+        resolve_entry(e, trust_first_use=True)
+    assert recorded_sha256(e) is None and locate(e).status == "not downloaded"
+    assert not list((tmp_path / "vpcli_cache" / "url" / "first-use").glob("cut-*/**/*model.pth*"))
 
 
 # --- bundled files and explicit paths ----------------------------------------------------------

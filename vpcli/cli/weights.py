@@ -75,7 +75,8 @@ def list_(manifest: Manifests = None, json: JsonOut = False) -> None:
 def download(
     names: Annotated[Optional[list[str]], typer.Argument(help="Weights names (see `vpcli weights list`).",
                                                           show_default=False)] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Download every entry that is not on disk yet.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Download every entry that is not on disk yet (except "
+                                       "entries without a published sha256: name those).")] = False,
     manifest: Manifests = None,
     json: JsonOut = False,
 ) -> None:
@@ -87,21 +88,27 @@ def download(
 
     Example: vpcli weights download deeplabv3plus-mobilenet-cityscapes-vainf pwcnet-sniklaus
     """
-    from vpcli.weights import resolve_entry
+    from vpcli.weights import expected_sha256, resolve_entry
 
     if bool(names) == all_:
         raise UsageError("give weights names or --all (not both)" if all_ else "no weights named",
                          "e.g. `vpcli weights download NAME`, or `--all`; see `vpcli weights list`")
     registry = _registry(manifest)
     targets = registry.names() if all_ else list(names or [])
+    if all_:  # a first download is a decision about trust: only for entries named on the command line
+        unpinned = [n for n in targets if expected_sha256(registry.get(n)) is None]
+        for name in unpinned:
+            sys.stderr.write(f"skipped {name}: its publisher gives no sha256; run `vpcli weights download {name}` "
+                             f"to fetch it and record the hash (trust on first use)\n")
+        targets = [n for n in targets if n not in unpinned]
     if not targets:
-        sys.stderr.write("no weights defined; nothing to download\n")
+        sys.stderr.write("nothing to download\n" if registry.names() else "no weights defined; nothing to download\n")
         return
 
     def one(name: str) -> dict[str, Any]:
         entry = registry.get(name)
         with _ProgressBar(name) as bar:
-            resolved = resolve_entry(entry, download=True, progress=bar.update, trust_first_use=True)
+            resolved = resolve_entry(entry, download=True, progress=bar.update, trust_first_use=bool(names))
         if resolved.first_use:
             sys.stderr.write(f"warning: {name}: its publisher gives no sha256; recorded sha256 {resolved.sha256} of "
                              f"this first download from {entry.source.describe()} (trust on first use): compare it "
@@ -172,7 +179,7 @@ def info(
     if entry.published:
         sha = entry.sha256
     elif first:
-        sha = f"unpublished; recorded at the first download ({first['recorded']}): {first['sha256']}"
+        sha = f"unpublished; recorded at the first download ({first.get('recorded', '?')}): {first['sha256']}"
     else:
         sha = "unpublished; recorded at the first `vpcli weights download`"
     if json:

@@ -26,6 +26,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import time
 import urllib.error
@@ -72,6 +73,7 @@ class Location:
     """Where an entry's file is right now, without network or hashing."""
 
     status: str  # "bundled" | "cached" | "not downloaded" | "missing" (a bundled file that is absent)
+    #              | "damaged first-use record" (an unpublished entry whose recorded sha256 cannot be read)
     path: Path | None
 
 
@@ -111,7 +113,8 @@ def url_cache_path(entry: WeightsEntry) -> Path:
     An ``unpublished`` entry lives in its first-use folder (see :func:`first_use_dir`) instead.
     """
     assert isinstance(entry.source, UrlSource)
-    folder = first_use_dir(entry) if entry.sha256 is None else hashing.vpcli_cache_dir() / "url" / entry.sha256
+    # An unpublished entry's file sits in a subfolder, so that no file name can clash with its record.
+    folder = first_use_dir(entry) / "file" if entry.sha256 is None else hashing.vpcli_cache_dir() / "url" / entry.sha256
     return folder / entry.source.filename
 
 
@@ -126,12 +129,21 @@ def recorded_sha256(entry: WeightsEntry) -> dict | None:
     """The record of an ``unpublished`` entry's first download (sha256, url, when), or None."""
     if entry.sha256 is not None or not isinstance(entry.source, UrlSource):
         return None
-    try:
-        record = json.loads((first_use_dir(entry) / RECORD).read_text())
-    except (OSError, ValueError):
+    path = first_use_dir(entry) / RECORD
+    if not path.exists():
         return None
+    # A record that cannot be read must not count as absent: that would re-record whatever the
+    # server serves next.
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
     sha = record.get("sha256") if isinstance(record, dict) else None
-    return record if isinstance(sha, str) and len(sha) == 64 else None
+    if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
+        raise WeightsError(f"the first-use record of weights '{entry.name}' ({path}) is damaged",
+                           f"delete {first_use_dir(entry)} and run `vpcli weights download {entry.name}` to record "
+                           f"the hash anew")
+    return record
 
 
 def expected_sha256(entry: WeightsEntry) -> str | None:
@@ -143,6 +155,7 @@ def expected_sha256(entry: WeightsEntry) -> str | None:
 
 
 RECORD = "sha256.json"
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 # --- public API ------------------------------------------------------------------------------
@@ -207,8 +220,11 @@ def resolve_entry(entry: WeightsEntry, *, download: bool = True, progress: Progr
 def check_sha256(entry: WeightsEntry, path: Path, *, trust_cache: bool = True) -> str:
     """Raise ChecksumError (after deleting a cached copy) unless ``path`` has the entry's hash
     (for an ``unpublished`` entry: the hash recorded at its first download)."""
-    actual = hashing.file_sha256(path, trust_cache=trust_cache)
     expected = expected_sha256(entry)
+    if expected is None:  # nothing to compare with: never "mismatch" (which deletes the file)
+        raise WeightsError(f"weights '{entry.name}' have no published sha256 and no first download recorded one",
+                           how_to_get(entry))
+    actual = hashing.file_sha256(path, trust_cache=trust_cache)
     if actual != expected:
         raise _mismatch(entry, path, actual)
     return actual
@@ -243,15 +259,20 @@ def locate(entry: WeightsEntry) -> Location:
         cached = _hf_cached(src)
         return Location("cached", cached) if cached else Location("not downloaded", None)
     dest = url_cache_path(entry)
-    if dest.is_file() and expected_sha256(entry) is not None:
-        return Location("cached", dest)
-    return Location("not downloaded", None)
+    try:
+        pinned = expected_sha256(entry) is not None
+    except WeightsError:
+        return Location("damaged first-use record", None)
+    return Location("cached", dest) if dest.is_file() and pinned else Location("not downloaded", None)
 
 
 def verify_entry(entry: WeightsEntry) -> VerifyResult:
     """Re-hash the entry's local file (every byte, ignoring the memo) without downloading."""
     loc = locate(entry)
-    expected = expected_sha256(entry)
+    try:
+        expected = expected_sha256(entry)
+    except WeightsError as err:
+        return VerifyResult(entry.name, "mismatch", None, UNPUBLISHED, message=str(err))
     if loc.path is None or expected is None:  # a file without a first-use record is not vpcli's download
         return VerifyResult(entry.name, "missing", None, expected or UNPUBLISHED,
                             message=f"{loc.status} ({how_to_get(entry)})")
@@ -442,10 +463,14 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
     try:
         with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response, atomic_path(dest) as tmp:
             kind = response.headers.get_content_type()
-            if kind == "text/html":  # a sign-in, consent or "too large to scan" page, not weights
-                raise WeightsError(f"{url} answered with a web page (text/html), not the weights file of "
-                                   f"'{entry.name}'", f"the host wants a browser: download the file there and "
-                                   f"pass --weights /path/to/{entry.source.filename}")
+            # A sign-in, consent or "too large to scan" page is not weights; with nothing to check it
+            # against, a first download also refuses any text or JSON answer (an error message).
+            if kind in ("text/html", "application/xhtml+xml") or (
+                    expected is None and (kind.startswith("text/") or kind == "application/json")):
+                what = "a web page" if "html" in kind else "text"
+                raise WeightsError(f"{url} answered with {what} ({kind}), not the weights file of '{entry.name}'",
+                                   f"the host may want a browser: download the file there and pass "
+                                   f"--weights /path/to/{entry.source.filename}")
             total = int(response.headers.get("Content-Length") or 0) or None
             h, done = hashlib.sha256(), 0
             with open(tmp, "wb") as f:
@@ -455,6 +480,9 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
+            if total is not None and done != total:  # a dropped connection must never be recorded or kept
+                raise WeightsError(f"download of weights '{entry.name}' from {url} ended after {done} of {total} bytes",
+                                   f"try again; {how_to_get(entry)}")
             actual = h.hexdigest()
             if expected is None:  # first use: the record is written before the file appears
                 write_text(first_use_dir(entry) / RECORD, json.dumps(
@@ -462,10 +490,14 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
                      "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "vpcli": __version__},
                     indent=1) + "\n")
             elif actual != expected:  # the temporary is removed; nothing bad is cached
-                pin = "the manifest" if entry.sha256 else f"its first download ({first_use_dir(entry) / RECORD})"
+                if entry.sha256:
+                    pin, hint = "the manifest", f"the server returned different content; check source.url in {entry.manifest}"
+                else:
+                    pin = f"its first download, {first_use_dir(entry) / RECORD}"
+                    hint = (f"the server now returns different content; if the publisher replaced the file on "
+                            f"purpose, delete {first_use_dir(entry)} to record anew")
                 raise ChecksumError(f"sha256 mismatch for weights '{entry.name}' downloaded from {url}: "
-                                    f"expected {expected} (from {pin}), got {actual}",
-                                    f"the server returned different content; check source.url in {entry.manifest}")
+                                    f"expected {expected} (from {pin}), got {actual}", hint)
     except urllib.error.HTTPError as e:
         raise WeightsError(f"cannot download weights '{entry.name}': HTTP {e.code} {e.reason} for {url}",
                            f"check source.url in {entry.manifest}; {how_to_get(entry)}") from e
