@@ -39,8 +39,10 @@ def test_tiny_preset_trains_and_writes_a_run_folder(capsys, tmp_path):
 def test_resume_extends_steps_and_matches_uninterrupted(capsys, tmp_path):
     assert run(capsys, "train", *FAST, "--set", "train.steps=6", "--out", tmp_path / "a")[0] == 0
     assert run(capsys, "train", *FAST, "--set", "train.steps=3", "--out", tmp_path / "b")[0] == 0
-    code, _, err = run(capsys, "train", "--resume", tmp_path / "b", "--set", "train.steps=6")
+    code, out, err = run(capsys, "train", "--resume", tmp_path / "b", "--set", "train.steps=6", "--json")
     assert code == 0, err
+    start = json.loads(out.splitlines()[0])
+    assert start["event"] == "start" and start["resumed_from"] == 3  # the checkpoint's step (was reported as 0)
     wa, wb = load_file(tmp_path / "a/checkpoints/last.safetensors"), load_file(tmp_path / "b/checkpoints/last.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 

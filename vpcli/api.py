@@ -243,6 +243,8 @@ def train(*, method: str | None, data: str | None, out: Path, config: str | None
         write_text(run_dir / "config.yaml", yaml.safe_dump(full, sort_keys=False))
     trainer = Trainer(model, train_set, run_cfg.train, run_dir, val_set=val_set, full_config=full,
                       context_frames=run_cfg.data.context, device=device, callback=callback)
+    if resume is not None:
+        trainer.load_checkpoint()  # before "start", which reports the step the run resumes from
     if callback is not None and trainer.info.is_main:
         callback("start", {"method": run_cfg.method, "steps": run_cfg.train.steps, "run_dir": str(run_dir),
                            "train_clips": len(train_set), "val_clips": len(val_set) if val_set else 0,

@@ -161,6 +161,7 @@ class Trainer:
         self.sampler = EpochBatchSampler(len(train_set), cfg.batch_size // self.info.world, seed=cfg.seed,
                                          rank=self.info.rank, world=self.info.world)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._resumed = False  # load_checkpoint() ran (fit(resume=True) then does not load again)
         self.best: float | None = None
         self._stop = False
 
@@ -198,6 +199,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best = state["best"]
         _set_rng_state(state["rng"])
+        self._resumed = True
 
     # --- logging ------------------------------------------------------------------------------
     def _log(self, event: str, record: dict[str, Any]) -> None:
@@ -326,7 +328,8 @@ class Trainer:
         if self.info.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            self.load_checkpoint()
+            if not self._resumed:  # the caller may have loaded it already
+                self.load_checkpoint()
         else:
             # Seed after the model is built (its init used the caller's seed) so that the training
             # randomness is the same for a fresh run and for the state a resume restores.
