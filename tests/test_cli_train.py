@@ -105,6 +105,16 @@ def test_export_then_init_from_the_manifest_entry(capsys, tmp_path, monkeypatch)
     entry = yaml.safe_load(open(rec["manifest"]))["weights"][0]
     assert entry["sha256"] == rec["sha256"] and entry["arch"] == "convlstm" and "val/loss" in entry["metrics"]
     assert entry["config"]["model"]["hidden"] == 8 and "synthetic:moving-digits" in entry["trained_on"]
+    # the scores are those of the exported (best) checkpoint, not the last validation's
+    vals = [r for r in map(json.loads, (tmp_path / "r/metrics.jsonl").read_text().splitlines()) if r["event"] == "val"]
+    assert entry["metrics"]["val/loss"] == round(min(r["val/loss"] for r in vals), 6)
+    records = [json.loads(line) for line in (tmp_path / "r/metrics.jsonl").read_text().splitlines()]
+    i = max(k for k, r in enumerate(records) if r["event"] == "val")
+    records[i]["val/loss"] = 9.0  # the last validation is now the worst
+    (tmp_path / "r/metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, out, err = run(capsys, "weights", "export", tmp_path / "r", "--name", "worst-last", "--json")
+    entry2 = yaml.safe_load(open(json.loads(out)["manifest"]))["weights"][0]
+    assert code == 0 and entry2["metrics"]["val/loss"] != 9.0
     monkeypatch.setenv("VPCLI_MANIFEST", rec["manifest"])
     monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
     code, out, _ = run(capsys, "weights", "verify", "tiny-convlstm", "--json")
