@@ -355,9 +355,9 @@ def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: 
     end = next((r for r in reversed(records) if r.get("event") == "end"), {})
     d, t = cfg["data"], cfg["train"]
     metric, mode = t.get("best_metric", "val/loss"), t.get("best_mode", "min")
-    if ckpt.name == "best.safetensors" and any(metric in r for r in vals):
+    ranked = [r for r in vals if metric in r]
+    if ckpt.name == "best.safetensors" and ranked:
         # the scores of the checkpoint being exported: the best validation, not the last one
-        ranked = [r for r in vals if metric in r]
         vals = [(min if mode == "min" else max)(ranked, key=lambda r: r[metric])]
     entry = {
         "name": name, "task": "predictor", "arch": cfg["method"], "config": _predictor_config(cfg),

@@ -173,15 +173,11 @@ def info(
 
     entry = _registry(manifest).get(name)
     record = _entry_record(entry, locate(entry))
-    first = recorded_sha256(entry)
+    sha = entry.sha256
     if not entry.published:
-        record["recorded_sha256"] = first
-    if entry.published:
-        sha = entry.sha256
-    elif first:
-        sha = f"unpublished; recorded at the first download ({first.get('recorded', '?')}): {first['sha256']}"
-    else:
-        sha = "unpublished; recorded at the first `vpcli weights download`"
+        first = record["recorded_sha256"] = recorded_sha256(entry)
+        sha = (f"unpublished; recorded at the first download ({first.get('recorded', '?')}): {first['sha256']}"
+               if first else "unpublished; recorded at the first `vpcli weights download`")
     if json:
         emit_json(record)
         return
