@@ -4,7 +4,7 @@
     python benchmarks/bench_eval.py --part throughput --sizes 64x64,128x256 --metrics psnr,ssim,lpips
     python benchmarks/bench_eval.py --part memory --samples 100 --sequences 50,200 --json
 
-Throughput: `vpcli.engine.evaluator.evaluate` end to end (copy-last on synthetic moving digits
+Throughput: `vpcli.engine.evaluate.evaluate` end to end (copy-last on synthetic moving digits
 resized to each size, ``--eval-samples`` samples per sequence scored as one batch, no plots or
 videos) for one metric at a time; frames/s = sequences x samples x horizon / seconds, data
 generation included. LPIPS uses a random AlexNet (``--untrained-metrics``: the speed does not
@@ -41,7 +41,7 @@ from pathlib import Path
 
 def _evaluate(out: Path, *, size: str, metric: str, samples: int, sequences: int, horizon: int,
               batch_size: int, device: str) -> float:
-    from vpcli.engine.evaluator import evaluate
+    from vpcli.engine.evaluate import evaluate
     start = time.perf_counter()
     evaluate(method="copy-last", data="synthetic:moving-digits", size=size, samples=samples, context=2,
              horizon=horizon, num_sequences=sequences, metric=metric, untrained_metrics=True, out=out,

@@ -61,9 +61,9 @@ def make_clip(path: Path, t: int, h: int, w: int, channels: int) -> Path:
 def child_rss(args) -> None:
     """In a fresh process: one `vpcli predict` run; print its peak RSS in MB."""
     torch.set_num_threads(args.threads)
-    from vpcli.engine.predict_runner import predict
+    from vpcli.engine.predict_runner import PredictOptions, predict
     t = time.perf_counter()
-    predict(inputs=[args.clip], out=args.out, weights=args.weights, horizon=args.horizon, samples=2, seed=0)
+    predict([args.clip], args.out, PredictOptions(weights=args.weights, horizon=args.horizon, samples=2, seed=0))
     seconds = time.perf_counter() - t
     print(json.dumps({"horizon": args.horizon, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "seconds": seconds}))
@@ -97,7 +97,7 @@ def model_fps(model, ctx, horizon: int, samples: int, *, bf16: bool = False, rep
     def once():
         gen = torch.Generator(device=device).manual_seed(0)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return torch.stack([s.float() for s in model.predict(ctx, horizon, samples, gen)])
+            return torch.stack([r.frames.float() for r in model.predict(ctx, horizon, samples, gen)])
 
     with torch.inference_mode():  # warm-up (allocator, kernels)
         list(model.predict(ctx, 1, samples, torch.Generator(device=device).manual_seed(0)))
@@ -114,13 +114,13 @@ def model_fps(model, ctx, horizon: int, samples: int, *, bf16: bool = False, rep
 
 
 def end_to_end_fps(tmp: Path, preset: str, horizon: int, samples: int, device: str) -> float:
-    from vpcli.engine.predict_runner import predict
+    from vpcli.engine.predict_runner import PredictOptions, predict
     cfg = resolve_config(None, preset)
     tag = f"{preset}-{samples}"
     run = make_run(tmp / f"run-{tag}", preset, [])
     clip = make_clip(tmp / f"clip-{tag}.mp4", cfg.data.context, *cfg.data.size, cfg.data.channels)
-    [record] = predict(inputs=[str(clip)], out=tmp / f"e2e-{tag}", weights=str(run), horizon=horizon,
-                       samples=samples, device=device)
+    [record] = predict([str(clip)], tmp / f"e2e-{tag}", PredictOptions(weights=str(run), horizon=horizon,
+                                                                        samples=samples, device=device))
     return horizon * samples / record["seconds"]
 
 

@@ -64,7 +64,7 @@ def fixed_noise(kind: str, t: int, shape) -> torch.Tensor:
 
 def run_predict(model, ctx, horizon, samples, seed=0, noise=None):
     g = torch.Generator(device=ctx["rgb"].device).manual_seed(seed)
-    return torch.stack(list(model.predict(ctx, horizon, samples=samples, generator=g, noise=noise)))
+    return torch.stack([r.frames for r in model.predict(ctx, horizon, samples=samples, generator=g, noise=noise)])
 
 
 def bench_sampling(device, n, horizon, rounds):

@@ -1,6 +1,6 @@
 """Export a model trained by one of the scripts here as a bundled vpcli checkpoint: fp16
 safetensors (name, arch and config in its metadata), ``<stem>.config.json`` beside it, and the
-manifest entry to paste into vpcli/weights_manifest.yaml (returned)."""
+manifest entry to paste into weights_manifest.yaml at the repository root (returned)."""
 from __future__ import annotations
 
 import json

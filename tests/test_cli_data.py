@@ -94,7 +94,7 @@ def test_unwritable_output_folder(capsys, clips, tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     code, _, err = run(capsys, "data", "convert", clips / "synthetic.mkv", "--out", blocker / "sub")
-    assert code == 1 and "error:" in err and "--out" in err
+    assert code == 2 and "error:" in err and "--out" in err  # a usage error, found before any input is read
 
 
 def test_shard_splits_inputs_disjointly(capsys, clips):

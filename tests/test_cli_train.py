@@ -31,7 +31,7 @@ def test_tiny_preset_trains_and_writes_a_run_folder(capsys, tmp_path):
     assert events[0]["event"] == "start" and events[-1]["event"] == "end" and events[-1]["step"] == 4
     cfg = yaml.safe_load((tmp_path / "r/config.yaml").read_text())
     assert cfg["method"] == "convlstm" and cfg["train"]["steps"] == 4 and cfg["model"]["hidden"] == 8
-    for name in ("checkpoints/last.safetensors", "checkpoints/last.state.pt", "checkpoints/best.safetensors",
+    for name in ("checkpoints/last.safetensors", "checkpoints/000003_train_step0000004/state.pt", "checkpoints/best.safetensors", "stages.json",
                  "samples/step_0000002.mp4", "metrics.jsonl"):
         assert (tmp_path / "r" / name).exists(), name
 
@@ -136,7 +136,7 @@ def test_export_then_init_from_the_manifest_entry(capsys, tmp_path, monkeypatch)
 def test_window_stride_gives_every_start_of_a_folder_clip_for_training(tmp_path):
     import numpy as np
 
-    from vpcli.api import _build_datasets
+    from vpcli.engine.train_runner import build_datasets as _build_datasets
     from vpcli.errors import ConfigError
     from vpcli.engine.run import resolve_config
     from vpcli.io.video import write_video

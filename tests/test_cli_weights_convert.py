@@ -225,11 +225,12 @@ def test_existing_output_needs_overwrite(sources, tmp_path, capsys):
     assert code == 0 and stdout.startswith(f"wrote {out} (") and stdout.rstrip().endswith("pwc.manifest.yaml"), err
 
 
-def test_the_deeplab_module_entry_point_delegates_to_the_cli(sources, tmp_path, capsys):
-    from vpcli.weights.convert_deeplab import main as old_main
+def test_deeplab_fp16_with_vainf_arch_name(sources, tmp_path, capsys):
+    # What `python -m vpcli.weights.convert_deeplab` ran before that upward-importing shim was
+    # dropped (issue 12): VainF's own deeplabv3plus_* name and --fp16.
     out = tmp_path / "vainf.safetensors"
-    with pytest.raises(SystemExit) as e:
-        old_main([str(sources["deeplab-vainf"]), str(out), "--arch", "deeplabv3plus_mobilenet", "--fp16"])
-    assert e.value.code == 0, capsys.readouterr().err
+    code, _, err = run(capsys, "weights", "convert", "--from", "deeplab-vainf", sources["deeplab-vainf"],
+                       "--out", out, "--arch", "deeplabv3plus_mobilenet", "--fp16")
+    assert code == 0, err
     assert load_file(str(out))["classifier.weight"].dtype == torch.float16
     assert (tmp_path / "vainf.manifest.yaml").exists()

@@ -16,11 +16,11 @@ import yaml
 from safetensors.torch import save_file
 
 from vpcli.cli.app import main
-from vpcli.engine.evaluator import EvalWarning, RunningCurve, evaluate, select_best
+from vpcli.engine.evaluate import EvalWarning, RunningCurve, evaluate, select_best
 from vpcli.io.video import write_video
 from vpcli.metrics.fvd import SmallSampleWarning
 from vpcli.metrics.psnr import psnr
-from vpcli.predictors.base import Predictor
+from vpcli.predictors.base import Predictor, StepRecord
 
 
 def run(capsys, *args) -> tuple[int, str, str]:
@@ -209,7 +209,7 @@ def test_unknown_metric_exits_2_listing_valid_names(capsys, tmp_path, identical)
     code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--metric", "psnr,ssmi", "--out", tmp_path / "e")
     assert code == 2 and out == ""
     assert "unknown metric 'ssmi'" in err and "did you mean 'ssim'" in err
-    assert "valid metrics: bce, csim, fvd, lpips, mae, miou, ms-ssim, mse, psnr, ssim" in err
+    assert "valid metrics: bce, csim, epe, fvd, lpips, mae, miou, ms-ssim, mse, psnr, ssim" in err
 
 
 def test_fvd_with_too_few_videos_surfaces_the_metric_message(capsys, tmp_path):
@@ -317,12 +317,12 @@ class RandomOffset(Predictor):
         return []
 
     @torch.no_grad()
-    def predict(self, context, horizon, samples=1, generator=None) -> Iterator[torch.Tensor]:
+    def predict(self, context, horizon, samples=1, generator=None, *, want_extras=False) -> Iterator[StepRecord]:
         last = context["rgb"][:, -1]  # B,C,H,W
         b = last.shape[0]
         offsets = torch.rand(b, samples, 1, 1, 1, generator=generator) * 0.4 - 0.2  # B,S,1,1,1
         for _ in range(horizon):
-            yield (last[:, None] + offsets).clamp(0, 1)
+            yield StepRecord(frames=(last[:, None] + offsets).clamp(0, 1))
 
 
 @pytest.fixture()
@@ -429,7 +429,8 @@ def test_manifest_name_as_weights(tmp_path, run_dir, monkeypatch):
      "--method copy-last does not match the weights, which are 'convlstm'"),
     (["--weights", "no/such/run"], 1, "weights no/such/run do not exist"),
     (["--method", "nosuch"], 2, "unknown predictor 'nosuch'"),
-    (["--method", "copy-last", "--metric", "miou"], 2, "miou needs predicted label maps"),
+    (["--method", "copy-last", "--metric", "miou"], 2, "miou scores predicted labels, and copy-last predicts frames"),
+    (["--method", "copy-last", "--metric", "epe"], 2, "epe scores predicted flow, and copy-last predicts frames"),
     (["--method", "copy-last", "--pred", "x"], 2, "two different modes"),
     ([], 2, "nothing to evaluate"),
 ])
@@ -459,7 +460,7 @@ def test_heads_score_the_components_of_the_same_rollout(tmp_path, slamp_run):
     """--head static/dynamic/average (SLAMP Table 7) score x^p, x^f and their mean from the rollout
     that feeds back the fused frame; checked against the components of a direct predict call."""
     from vpcli.data.clips import make_dataset
-    from vpcli.engine.evaluator import _seed_for, load_predictor
+    from vpcli.engine.evaluate.protocol import _seed_for, load_predictor
     kw = {"weights": str(slamp_run), "num_sequences": 2, "samples": 3, "metric": "psnr", "batch_size": 2,
           "seed": 5, "videos": False, "plots": False}
     got = {h: evaluate(head=h, out=tmp_path / h, **kw) for h in ("fused", "static", "dynamic", "average")}
@@ -469,14 +470,14 @@ def test_heads_score_the_components_of_the_same_rollout(tmp_path, slamp_run):
                       size=(64, 64), seed=0)
     rgb = torch.stack([ds[0]["rgb"], ds[1]["rgb"]])
     gen = torch.Generator().manual_seed(_seed_for(5, 0))
-    parts: dict[str, torch.Tensor] = {}
     per_head: dict[str, list[torch.Tensor]] = {h: [] for h in got}
     with torch.inference_mode():
-        for frames in model.predict({"rgb": rgb[:, :3]}, 3, 3, gen, components=parts):
-            per_head["fused"].append(frames)
-            per_head["static"].append(parts["app"].clamp(0, 1))
-            per_head["dynamic"].append(parts["motion"].clamp(0, 1))
-            per_head["average"].append(((parts["app"] + parts["motion"]) / 2).clamp(0, 1))
+        for rec in model.predict({"rgb": rgb[:, :3]}, 3, 3, gen, want_extras=True):
+            parts = rec.extras
+            per_head["fused"].append(rec.frames)
+            per_head["static"].append(parts["pixel"].clamp(0, 1))
+            per_head["dynamic"].append(parts["warped"].clamp(0, 1))
+            per_head["average"].append(((parts["pixel"] + parts["warped"]) / 2).clamp(0, 1))
     for h, steps in per_head.items():
         pred = torch.stack(steps, 2)  # B,S,T,C,H,W
         gt = rgb[:, None, 3:6].expand_as(pred)
@@ -489,10 +490,10 @@ def test_heads_score_the_components_of_the_same_rollout(tmp_path, slamp_run):
 def test_head_needs_a_predictor_with_components(capsys, tmp_path, identical):
     code, _, err = run(capsys, "eval", "--method", "copy-last", "--data", "synthetic:moving-digits", "--head", "static",
                        "--num-sequences", "1", "--samples", "1", "--out", tmp_path / "e")
-    assert code == 2 and "copy-last has no static/dynamic heads" in err
+    assert code == 2 and "copy-last has no head 'static' to score (hint: heads of copy-last: fused)" in err
     code, _, err = run(capsys, "eval", "--pred", identical[0], "--gt", identical[1], "--head", "dynamic",
                        "--out", tmp_path / "f")
     assert code == 2 and "predictions on disk have none" in err
     code, _, err = run(capsys, "eval", "--method", "copy-last", "--head", "statik", "--out", tmp_path / "g")
-    assert code == 2 and "--head must be one of fused, static, dynamic, average" in err
+    assert code == 2 and "copy-last has no head 'statik' to score" in err
     assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()

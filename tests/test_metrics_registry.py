@@ -16,7 +16,7 @@ FRAME_METRICS = sorted(n for n, cls in METRICS.items() if cls.kind == "frame")
 
 
 def test_names_and_lookup():
-    assert set(METRICS) == {"psnr", "ssim", "ms-ssim", "lpips", "csim", "mse", "mae", "bce", "miou", "fvd"}
+    assert set(METRICS) == {"psnr", "ssim", "ms-ssim", "lpips", "csim", "mse", "mae", "bce", "miou", "epe", "fvd"}
     assert get_metric("MS_SSIM") is METRICS["ms-ssim"] and get_metric("msssim") is METRICS["ms-ssim"]
     with pytest.raises(UsageError, match="unknown metric 'ssmi'") as err:
         get_metric("ssmi")

@@ -316,8 +316,19 @@ def test_bf16_and_channels_last_run():
     ref = PWCNetFlow(model=model).estimate(a, b)
     cl = PWCNetFlow(model=model, channels_last=True).estimate(a, b)
     torch.testing.assert_close(cl, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
-    bf = PWCNetFlow(model=model, precision="bf16").estimate(a, b)
+    conv_dtypes = []  # what the convolutions computed in: bf16 only if autocast was in effect
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda mod, inp, out: conv_dtypes.append(out.dtype))
+    try:
+        bf = PWCNetFlow(model=model, precision="bf16").estimate(a, b)
+    finally:
+        hook.remove()
     assert bf.dtype == torch.float32 and bf.shape == ref.shape and torch.isfinite(bf).all()
+    assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}
+    # Relative EPE to fp32: ~3e-3 here (bf16 has an 8-bit mantissa); fp32 kernel reorderings
+    # (channels_last above: 3e-7) stay far below 1e-4, so the lower bound says bf16 really ran.
+    rel_epe = float((bf - ref).norm(dim=1).mean() / ref.norm(dim=1).mean())
+    assert 1e-4 < rel_epe < 0.05, rel_epe
 
 
 def test_cli_runs_pwcnet_with_a_weights_file(tmp_path, capsys):
@@ -497,3 +508,35 @@ def test_bundled_model_is_the_default_and_beats_zero_flow_on_a_held_out_homograp
     err = np.sqrt(((flow - gt) ** 2).sum(0))[valid].mean()
     zero = np.sqrt((gt ** 2).sum(0))[valid].mean()
     assert err < 0.5 * zero, (err, zero)  # measured: 1.7 px vs 5.8 px
+
+
+def test_the_trainer_trains_pwcnet_through_the_trainable_contract(tmp_path, one_thread):
+    """PWC-Net is a Trainable: the engine's Trainer runs its one step (the multi-scale loss) on frame
+    pairs with flow, lowers the loss, and picks the best checkpoint by validation EPE."""
+    import json
+
+    from vpcli.engine.trainer import OptimConfig, TrainConfig, Trainer
+    from vpcli.preprocess.pwcnet import PWCNet, PWCNetConfig
+
+    class Shifted(torch.utils.data.Dataset):  # a textured image moved by a constant (1, -1) px
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            img = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 72, 72, generator=g), 3, 1, 1)[0]
+            a, b = img[:, 4:68, 4:68], img[:, 5:69, 3:67]  # b[y, x] = a[y + 1, x - 1]: content moves by (+1, -1)
+            flow = torch.stack([torch.full((64, 64), 1.0), torch.full((64, 64), -1.0)])
+            return {"rgb": torch.stack([a, b]), "flow": flow[None]}
+
+    torch.manual_seed(0)
+    model = PWCNet(PWCNetConfig(pyramid_channels=(8, 8, 8, 8, 8, 8), dense_channels=(8, 8, 8, 8, 8),
+                                context_channels=(8, 8, 8, 8, 8, 8)))
+    cfg = TrainConfig(steps=30, batch_size=2, optim=OptimConfig(lr=1e-3), log_every=1, val_every=30, val_batches=1)
+    tr = Trainer(model, Shifted(), cfg, tmp_path, val_set=Shifted())
+    tr.fit()
+    logs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    loss = [r["loss"] for r in logs if r["event"] == "train"]
+    assert sum(loss[-5:]) < 0.8 * sum(loss[:5]), loss
+    val = next(r for r in logs if r["event"] == "val")
+    assert tr.best_metric == "val/epe" and val["val/epe"] < 2 ** 0.5  # better than zero flow (|(1, -1)| = 1.41)

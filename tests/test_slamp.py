@@ -29,6 +29,11 @@ TINY = {"nf": 8, "rnn_size": 16, "mask_channels": 8}
 SIZES = {"dcgan64": (64, 64), "vgg64": (64, 64), "cityscapes": (64, 64), "kitti": (92, 310)}
 
 
+def frames_of(records) -> list[torch.Tensor]:
+    """The frames of a predictor's step records (the Predictor contract yields StepRecords)."""
+    return [r.frames for r in records]
+
+
 def lively(model):
     """Weights with gain: a freshly initialised model (N(0, 0.02), or even PyTorch's fan-in init)
     changes its frames by ~1e-6 when its latents change, which would make every comparison
@@ -242,7 +247,7 @@ def test_predict_matches_the_step_by_step_reference(backbone, channels):
     # weights amplify to ~1e-5; in float64 any real difference stands out of ~1e-13 noise.
     m = lively(tiny_slamp(backbone, channels)).eval().double()
     x = clip(2, 3, channels, SIZES[backbone]).double()
-    ours = torch.stack(list(m.predict({"rgb": x}, 3, samples=2, noise=keyed_noise64)))  # (H, B, S, C, H, W)
+    ours = torch.stack(frames_of(m.predict({"rgb": x}, 3, samples=2, noise=keyed_noise64)))  # (H, B, S, C, H, W)
     with torch.no_grad():
         ref = reference_slamp(m, x, 3, 2, keyed_noise64)
     assert ours.shape == ref.shape == (3, 2, 2, channels, *SIZES[backbone])
@@ -253,7 +258,7 @@ def test_predict_matches_the_step_by_step_reference(backbone, channels):
 def test_baseline_predict_matches_the_reference():
     m = lively(tiny_baseline()).eval().double()
     x = clip(2, 3).double()
-    ours = torch.stack(list(m.predict({"rgb": x}, 3, samples=3, noise=keyed_noise64)))
+    ours = torch.stack(frames_of(m.predict({"rgb": x}, 3, samples=3, noise=keyed_noise64)))
     with torch.no_grad():
         ref = reference_baseline(m, x, 3, 3, keyed_noise64)
     assert torch.allclose(ours, ref, rtol=0, atol=1e-10), (ours - ref).abs().max()
@@ -288,8 +293,8 @@ def test_motion_skip_option_feeds_the_motion_encoders_skips_to_the_flow_decoder(
     b = tiny_slamp(motion_skip=False).eval()
     b.load_state_dict(a.state_dict())
     x = clip(1, 3)
-    pa = next(a.predict({"rgb": x}, 1, noise=keyed_noise))
-    pb = next(b.predict({"rgb": x}, 1, noise=keyed_noise))
+    pa = next(a.predict({"rgb": x}, 1, noise=keyed_noise)).frames
+    pb = next(b.predict({"rgb": x}, 1, noise=keyed_noise)).frames
     assert not torch.allclose(pa, pb)
 
 
@@ -299,7 +304,7 @@ def test_motion_skip_option_feeds_the_motion_encoders_skips_to_the_flow_decoder(
 @pytest.mark.parametrize("make", [tiny_slamp, tiny_baseline])
 def test_predict_yields_horizon_frames_in_range(make, channels):
     m = make(channels=channels).eval()
-    steps = list(m.predict({"rgb": clip(2, 3, channels)}, 4, samples=3, generator=torch.Generator().manual_seed(0)))
+    steps = frames_of(m.predict({"rgb": clip(2, 3, channels)}, 4, samples=3, generator=torch.Generator().manual_seed(0)))
     assert len(steps) == 4
     for s in steps:
         assert s.shape == (2, 3, channels, 64, 64)
@@ -309,7 +314,7 @@ def test_predict_yields_horizon_frames_in_range(make, channels):
 def test_street_backbones_predict_at_their_paper_sizes():
     for backbone in ("kitti",):                        # cityscapes runs in the reference test above
         m = tiny_slamp(backbone, 3, context=2).eval()
-        (x,) = list(m.predict({"rgb": clip(1, 2, 3, SIZES[backbone])}, 1, samples=2))
+        (x,) = frames_of(m.predict({"rgb": clip(1, 2, 3, SIZES[backbone])}, 1, samples=2))
         assert x.shape == (1, 2, 3, 92, 310)
 
 
@@ -335,7 +340,7 @@ def test_samples_differ_and_a_seed_repeats_them():
     ctx = {"rgb": clip(1, 3)}
 
     def run(seed):
-        return torch.stack(list(m.predict(ctx, 3, samples=3, generator=torch.Generator().manual_seed(seed))))
+        return torch.stack(frames_of(m.predict(ctx, 3, samples=3, generator=torch.Generator().manual_seed(seed))))
     a, b, c = run(7), run(7), run(8)
     assert torch.equal(a, b)
     assert (a - c).abs().max() > 1e-3                       # another seed, other samples
@@ -425,7 +430,7 @@ def test_presets_load_and_build(name):
     if name.endswith("-tiny") or name.endswith("-cpu"):   # small enough to run
         model = entry.builder(mcfg).eval()
         x = torch.rand(1, cfg.data.context, cfg.data.channels, *cfg.data.size)
-        (y,) = list(model.predict({"rgb": x}, 1, samples=2))
+        (y,) = frames_of(model.predict({"rgb": x}, 1, samples=2))
         assert y.shape == (1, 2, cfg.data.channels, *cfg.data.size)
     else:
         with torch.device("meta"):                     # paper-size: shapes only, no memory
@@ -550,8 +555,8 @@ def test_convert_street_checkpoint_renames_conv_lstm_cells_and_drops_unused_embe
     fresh = tiny_slamp("cityscapes", 3, seed=5)
     fresh.load_state_dict(out)
     x = clip(1, 2, 3)
-    a = next(model.eval().predict({"rgb": x}, 1, noise=keyed_noise))
-    b = next(fresh.eval().predict({"rgb": x}, 1, noise=keyed_noise))
+    a = next(model.eval().predict({"rgb": x}, 1, noise=keyed_noise)).frames
+    b = next(fresh.eval().predict({"rgb": x}, 1, noise=keyed_noise)).frames
     assert torch.equal(a, b)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_predict import run
 
-from vpcli.engine.evaluator import evaluate
+from vpcli.engine.evaluate import evaluate
 from vpcli.io.video import read_video, write_video
 
 DIGITS = "slamp-movingdigits"

@@ -5,15 +5,19 @@ import json
 import math
 import os
 import signal
-import socket
 
 import pytest
 import torch
+from ddp_util import free_port, join_env
 from safetensors.torch import load_file
 
 from vpcli.engine.schedules import LRSchedule, inverse_sigmoid
 from vpcli.engine.trainer import OptimConfig, TrainConfig, Trainer, TrainingError
 from vpcli.predictors.baselines import ConvLSTMConfig, ConvLSTMPredictor
+
+# One intra-op thread in this process (tests/conftest.py); the DDP test's spawned workers set
+# their own (_ddp_worker).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MovingSquares(torch.utils.data.Dataset):
@@ -85,17 +89,16 @@ def test_signal_saves_and_resumes_exactly(tmp_path, sig):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path):
-    tr = make_trainer(tmp_path, 10, checkpoint_every=2)
-    real_loss = tr.model.loss
+def test_nan_loss_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, monkeypatch):
+    real_loss = ConvLSTMPredictor.loss
 
-    def poisoned(batch, state):
-        out = real_loss(batch, state)
+    def poisoned(self, batch, state):
+        out = real_loss(self, batch, state)
         if state.step == 5:
             out["mse"] = out["mse"] * float("nan")
         return out
-    tr.model.loss = poisoned
-    tr.steps = tr.model.train_steps()
+    monkeypatch.setattr(ConvLSTMPredictor, "loss", poisoned)
+    tr = make_trainer(tmp_path, 10, checkpoint_every=2)
     with pytest.raises(TrainingError, match=r"loss term mse is nan at step 5"):
         tr.fit()
     from safetensors import safe_open
@@ -125,16 +128,8 @@ def test_schedules():
         LRSchedule(kind="step")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, run_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_env(rank, world, port)
     tr = make_trainer(run_dir, 6)
     tr.fit()
     from vpcli.engine.distributed import shutdown
@@ -144,7 +139,7 @@ def _ddp_worker(rank, world, port, run_dir):
 def test_two_process_ddp_matches_single_process(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     make_trainer(single, 6).fit()
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), multi), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), multi), nprocs=2, join=True)
     ws, wm = load_file(single / "checkpoints/last.safetensors"), load_file(multi / "checkpoints/last.safetensors")
     for k in ws:
         torch.testing.assert_close(wm[k], ws[k], rtol=1e-4, atol=1e-5)

@@ -395,7 +395,9 @@ def test_truncated_faststart_mp4_decodes_what_is_there(tmp_path):
     half = tmp_path / "half.mp4"
     half.write_bytes(data[: len(data) // 2])
     assert probe(half).num_frames == 30  # what the header declares
-    frames, _ = read_video(half)
+    _raises(VideoError, read_video, half, match="of the 30 frames the container declares")  # never silently
+    with pytest.warns(vio.TruncatedVideoWarning, match="of the 30 frames the container declares"):
+        frames, _ = read_video(half, allow_truncated=True)
     assert 0 < len(frames) < 30
     err = _raises(VideoError, read_video, half, end=30, match=f"has {len(frames)} frames")
     assert "[0:30]" in err.message and "declares 30" in err.message

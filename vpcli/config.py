@@ -20,6 +20,9 @@ from vpcli.errors import ConfigError
 
 T = typing.TypeVar("T")
 
+# Where a wrong value is fixed: the config file it came from, or the --set that gave it.
+_FIX = "correct that value in the config file, or give it with --set KEY=VALUE"
+
 
 def _suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1)
@@ -40,46 +43,46 @@ def _check(value: Any, tp: Any, key: str) -> Any:
                 return _check(value, arg, key)
             except ConfigError as e:
                 errors.append(e.message)
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}", _FIX)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}", _FIX)
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", _FIX)
         return from_dict(tp, value, prefix=key)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", _FIX)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})")
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)} ({value!r})", _FIX)
             return tuple(_check(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
         out = [_check(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", _FIX)
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {value!r}", _FIX)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", _FIX)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", _FIX)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", _FIX)
         return value
     if tp is Path:
         return Path(value)
@@ -89,7 +92,7 @@ def _check(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or cls.__name__}: expected a mapping, got {data!r}", _FIX)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -101,11 +104,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     missing = [n for n, f in fields.items() if n not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"{prefix or cls.__name__}: missing required key(s) {', '.join(missing)}")
+        raise ConfigError(f"{prefix or cls.__name__}: missing required key(s) {', '.join(missing)}", _FIX)
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{prefix or cls.__name__}: {e}") from None
+        raise ConfigError(f"{prefix or cls.__name__}: {e}", _FIX) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -145,9 +148,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for text in overrides:
         path, value = parse_override(text)
         node = out
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], 1):
             if not isinstance(node.get(part, {}), dict):
-                raise ConfigError(f"--set {text}: {part!r} is not a section")
+                raise ConfigError(f"--set {text}: {part!r} is not a section",
+                                  f"it holds a value: set it with --set {'.'.join(path[:depth])}=VALUE")
             node = node.setdefault(part, {})
         node[path[-1]] = value
     return out
@@ -158,11 +162,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist",
+                          "check the path, or pass a preset name (`vpcli train --list` shows them)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = f": {e.problem}" if getattr(e, "problem", None) else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}{problem}",
+                          "fix the YAML there: 'key: value' pairs, nested sections indented by spaces "
+                          "(not tabs), strings with ':' or '#' quoted") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got "
+                          f"{'nothing' if data is None else type(data).__name__}",
+                          "start with sections like 'method: convlstm' and 'train:' (see vpcli/presets/*.yaml)")
     return data

@@ -1,6 +1,7 @@
 """Shared CLI plumbing: option types every subcommand uses the same way, error rendering, JSON.
 
-Nothing here imports torch: `vpcli --help` stays fast.
+Nothing here imports torch or the video decoders: `vpcli --help` stays fast (the commands import
+`vpcli.api` and `vpcli.io.sources` when they run).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
-from vpcli.errors import UsageError, VpcliError
+from vpcli.errors import VpcliError
 
 T = TypeVar("T")
 
@@ -20,8 +21,16 @@ T = TypeVar("T")
 Inputs = Annotated[list[str], typer.Argument(
     help="Video files, frame folders, GIFs, folders of videos, globs, or '-' to read paths from stdin.",
     show_default=False)]
+
+
+def _output_folder(value: Path | None) -> Path | None:
+    """``--out``: a folder, never a file or a path under one (checked before the command runs)."""
+    from vpcli.engine.options import check_output_folder
+    return value if value is None else check_output_folder(value)
+
+
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder; one subfolder per input.",
-                                      file_okay=False)]
+                                      callback=_output_folder)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs instead of refusing.")]
 Device = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same output.")]
@@ -32,17 +41,12 @@ Json = Annotated[bool, typer.Option("--json", help="Print one JSON record per in
 Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Search input folders recursively.")]
 
 
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """``"K/N"`` -> ``(K, N)`` with 1 <= K <= N."""
-    if spec is None:
-        return None
+def display_path(path: Path) -> str:
+    """A path relative to the working folder when it is inside it (shorter in tables)."""
     try:
-        k, n = (int(x) for x in spec.split("/"))
+        return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
-        raise UsageError(f"--shard expects K/N like 2/8, got {spec!r}") from None
-    if not 1 <= k <= n:
-        raise UsageError(f"--shard {spec}: K must be between 1 and N", "shards count from 1, e.g. 1/4 .. 4/4")
-    return k, n
+        return str(path)
 
 
 def emit_json(record: dict[str, Any]) -> None:
@@ -57,6 +61,32 @@ def err_console():
 
 
 _debug = False
+_argv: list[str] = []
+
+
+def set_command(argv: list[str]) -> None:
+    """Remember the arguments of this invocation, for hints that point to its command's --help."""
+    global _argv
+    _argv = list(argv)
+
+
+def command_path() -> str:
+    """The subcommand being run, e.g. ``vpcli data convert`` (plain ``vpcli`` when none is)."""
+    from vpcli.cli.app import app
+    cmd, path = typer.main.get_command(app), ["vpcli"]
+    for token in _argv:
+        if token.startswith("-"):
+            continue
+        sub = getattr(cmd, "commands", {}).get(token)
+        if sub is None:
+            break
+        path.append(token)
+        cmd = sub
+    return " ".join(path)
+
+
+def help_hint() -> str:
+    return f"see `{command_path()} --help`"
 
 
 def set_debug(flag: bool) -> None:
@@ -69,17 +99,38 @@ def debug_enabled() -> bool:
     return _debug or os.environ.get("VPCLI_DEBUG", "") not in ("", "0")
 
 
+def error_text(err: VpcliError) -> str:
+    """``message (hint: hint)`` on one line; an error raised without a hint gets one pointing to
+    the command's --help, so every error line has the same shape."""
+    text = str(err) if err.hint else f"{err.message} (hint: {help_hint()})"
+    return " ".join(text.split())  # one line, whatever a message embeds
+
+
 def print_error(err: BaseException) -> None:
     """One line on stderr; the traceback only with --debug."""
     if debug_enabled():
         import traceback
         traceback.print_exception(err, file=sys.stderr)
     if isinstance(err, VpcliError):
-        line = f"error: {err}"
+        line = f"error: {error_text(err)}"
     else:
-        line = (f"error: internal error {type(err).__name__}: {err} "
-                "(hint: rerun with --debug for the traceback and report it)")
+        text = " ".join(f"{type(err).__name__}: {err}".split())
+        line = f"error: internal error {text} (hint: rerun with --debug for the traceback and report it)"
     sys.stderr.write(line + "\n")
+
+
+def print_usage_error(err: Exception) -> None:
+    """A click usage error (unknown option, a value that is no integer, out of range, ...) as one
+    line with a hint, like every other error -- not click's four-line usage block."""
+    if debug_enabled():
+        import traceback
+        traceback.print_exception(err, file=sys.stderr)
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    message = " ".join(message.split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(err, "ctx", None)
+    where = ctx.command_path if ctx is not None and getattr(ctx, "command_path", None) else command_path()
+    sys.stderr.write(f"error: {message} (hint: see `{where} --help` for the options and their values)\n")
 
 
 def run_per_input(items: list[T], fn: Callable[[T], dict[str, Any]], *, as_json: bool,
@@ -96,7 +147,7 @@ def run_per_input(items: list[T], fn: Callable[[T], dict[str, Any]], *, as_json:
             failed.append((name(item), str(e)))
             record = {"input": name(item), "ok": False, "error": str(e)}
             where = "" if name(item) in str(e) else f"{name(item)}: "  # most messages name the file already
-            sys.stderr.write(f"error: {where}{e}\n")
+            sys.stderr.write(f"error: {where}{error_text(e)}\n")
         if as_json:
             emit_json(record)
     if failed:

@@ -13,8 +13,8 @@ from vpcli.cli.common import (
     Overwrite,
     Recursive,
     Shard,
+    display_path,
     emit_json,
-    parse_shard,
     run_per_input,
 )
 
@@ -32,25 +32,27 @@ def info(inputs: Inputs, recursive: Recursive = False, shard: Shard = None, json
     from rich.table import Table
 
     from vpcli import api
-    pairs = api.collect_inputs(inputs, recursive=recursive, shard=parse_shard(shard))
-    rows: list[dict] = []
+    rows: list[tuple[Path, dict]] = []
 
-    def one(pair):
-        rec = api.video_info(pair[0])
-        rows.append(rec)
-        return rec
-    code = run_per_input(pairs, one, as_json=json, name=lambda p: str(p[0]))
+    def for_each(items, fn):
+        def one(item):
+            rec = fn(item)
+            rows.append((item[0], rec))
+            return rec
+        return run_per_input(items, one, as_json=json, name=lambda p: str(p[0]))
+    code = api.data_info(inputs, recursive=recursive, shard=shard, for_each=for_each)
     if not json and rows:
         table = Table("input", "kind", "frames", "size (WxH)", "fps", "codec")
-        for (path, _), rec in zip([p for p in pairs], rows):
-            table.add_row(api.display_path(path), rec["kind"], str(rec["frames"]), f"{rec['width']}x{rec['height']}",
+        for path, rec in rows:
+            table.add_row(display_path(path), rec["kind"], str(rec["frames"]), f"{rec['width']}x{rec['height']}",
                           f"{rec['fps']:g}", rec["codec"])
         console = Console()
         console.print(table)
-        sizes = {(r["width"], r["height"]) for r in rows}
-        console.print(f"{len(rows)} clips, {sum(r['frames'] for r in rows)} frames, "
-                      f"{len(sizes)} resolution(s), lengths {min(r['frames'] for r in rows)}"
-                      f"-{max(r['frames'] for r in rows)} frames")
+        recs = [rec for _, rec in rows]
+        sizes = {(r["width"], r["height"]) for r in recs}
+        console.print(f"{len(recs)} clips, {sum(r['frames'] for r in recs)} frames, "
+                      f"{len(sizes)} resolution(s), lengths {min(r['frames'] for r in recs)}"
+                      f"-{max(r['frames'] for r in recs)} frames")
     raise typer.Exit(code)
 
 
@@ -74,13 +76,11 @@ def convert(
     Example: vpcli data convert clips/*.avi --out mp4s/ --size 128x128 --stride 2
     """
     from vpcli import api
-    pairs = api.collect_inputs(inputs, recursive=recursive, shard=parse_shard(shard))
-
-    def one(pair):
-        path, name = pair
-        return api.convert(path, out / name, fmt=format, lossless=lossless, fps=fps, start=start, end=end,
-                           stride=stride, size=size, overwrite=overwrite)
-    raise typer.Exit(run_per_input(pairs, one, as_json=json, name=lambda p: str(p[0])))
+    options = api.ConvertOptions(format=format, lossless=lossless, fps=fps, start=start, end=end, stride=stride,
+                                 size=size, recursive=recursive, shard=shard, overwrite=overwrite)
+    raise typer.Exit(api.convert(inputs, out, options,
+                                 for_each=lambda items, fn: run_per_input(items, fn, as_json=json,
+                                                                          name=lambda p: str(p[0]))))
 
 
 @app.command()
@@ -147,9 +147,9 @@ def synth_street(
 
     Example: vpcli data synth-street --out street --num 20 --length 30 --size 128x256
     """
-    from vpcli import api
     from vpcli.data.synth_street import SynthStreetConfig, generate
-    h, w = api.parse_size(size)
+    from vpcli.io.sources import parse_size
+    h, w = parse_size(size)
     paths = generate(out, num_sequences=num, config=SynthStreetConfig(height=h, width=w, length=length), seed=seed,
                      start_index=start, overwrite=overwrite)
     record = {"output": str(out), "sequences": [p.name for p in paths]}

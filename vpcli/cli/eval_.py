@@ -1,4 +1,4 @@
-"""`vpcli eval`: thin CLI over `vpcli.api.evaluate` (engine: vpcli.engine.evaluator)."""
+"""`vpcli eval`: flags -> `vpcli.api.EvalOptions` -> `vpcli.api.evaluate` (engine: vpcli.engine.evaluate)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,16 +51,25 @@ def evaluate(
         min=1, help="Evaluate at most this many test sequences (synthetic sources: default 100).",
         rich_help_panel=_MODEL)] = None,
     head: Annotated[str, typer.Option(
-        help="What is scored of a flow/mask predictor's rollout: fused (the prediction), static (appearance "
-             "head), dynamic (warped-frame head) or average (of the two, no mask) -- SLAMP's Table 7.",
-        rich_help_panel=_MODEL)] = "fused",
+        help="What is scored of the rollout: fused (the predicted frames) or a head the method declares -- "
+             "SLAMP: static (appearance head), dynamic (warped-frame head), average (of the two, no mask), "
+             "its Table 7.", rich_help_panel=_MODEL)] = "fused",
+    labels_from: Annotated[Optional[str], typer.Option(
+        "--labels-from", metavar="companion|NAME", help="Where a method that reads labels gets them (default: the "
+                                                        "weights' config).", rich_help_panel=_MODEL,
+        show_default=False)] = None,
+    flow_from: Annotated[Optional[str], typer.Option(
+        "--flow-from", metavar="companion|dis|farneback|pwcnet", help="Where a method that reads flow gets it "
+                                                                      "(default: the weights' config).",
+        rich_help_panel=_MODEL, show_default=False)] = None,
     split: Annotated[str, typer.Option(
         help="Split of --data to use: train, val, test or all.", rich_help_panel=_MODEL)] = "test",
     size: Annotated[Optional[str], typer.Option(
         metavar="HxW", help="Frame size, e.g. 64x64 (default: the weights' config).",
         rich_help_panel=_MODEL)] = None,
     metric: Annotated[str, typer.Option(
-        help="Comma-separated: psnr, ssim, ms-ssim, lpips, csim, mse, mae, bce, miou, fvd.",
+        help="Comma-separated: psnr, ssim, ms-ssim, lpips, csim, mse, mae, bce (frames), miou (labels), epe "
+             "(flow), fvd (videos).",
         rich_help_panel=_METRICS)] = "psnr,ssim",
     metric_weights: Annotated[Optional[list[str]], typer.Option(
         metavar="METRIC=WEIGHTS", help="Weights for lpips, csim or fvd: a file or manifest name (repeatable).",
@@ -74,7 +83,7 @@ def evaluate(
     miou_classes: Annotated[Optional[str], typer.Option(
         help="Classes averaged by miou: all (present), hvp-moving (HVP's 8 moving classes) or ids 11,12,13.",
         rich_help_panel=_METRICS)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+    out: Annotated[Path, typer.Option("--out", "-o",
                                       help="Output folder (refused if it exists, unless --overwrite).")] = Path("eval"),
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Sequences per predict call (each with --samples samples).")] = 8,
@@ -98,14 +107,15 @@ def evaluate(
     from vpcli import api
     from vpcli.cli.render_eval import EvalRenderer, print_summary
 
+    options = api.EvalOptions(
+        pred=pred, gt=gt, gt_offset=gt_offset, align=align, method=method, weights=weights, data=data,
+        samples=samples, context=context, horizon=horizon, num_sequences=num_sequences, split=split, size=size,
+        head=head, labels_from=labels_from, flow_from=flow_from, metric=metric, metric_weights=metric_weights, untrained_metrics=untrained_metrics,
+        lpips_net=lpips_net, num_classes=num_classes, miou_classes=miou_classes, out=out, batch_size=batch_size,
+        device=device, seed=seed, overwrite=overwrite)
     renderer = EvalRenderer(json)
     try:
-        results = api.evaluate(
-            pred=pred, gt=gt, gt_offset=gt_offset, align=align, method=method, weights=weights, data=data,
-            samples=samples, context=context, horizon=horizon, num_sequences=num_sequences, split=split, size=size,
-            metric=metric, metric_weights=metric_weights, untrained_metrics=untrained_metrics, lpips_net=lpips_net,
-            num_classes=num_classes, miou_classes=miou_classes, out=out, batch_size=batch_size, device=device,
-            seed=seed, overwrite=overwrite, head=head, callback=renderer)
+        results = api.evaluate(options, callback=renderer)
     finally:
         renderer.stop()
     print_summary(results, as_json=json)

@@ -16,7 +16,6 @@ from vpcli.cli.common import (
     Recursive,
     Seed,
     Shard,
-    parse_shard,
     run_per_input,
 )
 
@@ -47,9 +46,9 @@ def flow(
             typer.echo(f"{record['input']}: {record['pairs']} pairs at {record['width']}x{record['height']} "
                        f"in {record['seconds']:.1f}s -> {record['output']}", err=True)
 
-    code = api.estimate_flow(
-        inputs=inputs, out=out, method=method, direction=direction, occlusion=occlusion, size=size, preset=preset,
-        weights=weights, precision=precision, batch_size=batch_size, device=device, seed=seed,
-        shard=parse_shard(shard), recursive=recursive, overwrite=overwrite, callback=progress,
-        for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    options = api.FlowOptions(method=method, direction=direction, occlusion=occlusion, size=size, preset=preset,
+                              weights=weights, precision=precision, batch_size=batch_size, device=device, seed=seed,
+                              shard=shard, recursive=recursive, overwrite=overwrite)
+    code = api.estimate_flow(inputs, out, options, callback=progress,
+                             for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
     raise typer.Exit(code)

@@ -16,7 +16,6 @@ from vpcli.cli.common import (
     Recursive,
     Seed,
     Shard,
-    parse_shard,
     run_per_input,
 )
 
@@ -41,7 +40,16 @@ def predict(
     resize: Annotated[bool, typer.Option(help="Resize frames to the weights' resolution instead of refusing.")] = False,
     grid: Annotated[bool, typer.Option(help="Also write grid.mp4: context | samples side by side (8 at most).")] = False,
     save_components: Annotated[bool, typer.Option(
-        help="Also write SLAMP's per-step parts: flow (colour wheel), mask, pixel and warped frames per sample.")] = False,
+        help="Also write the method's extra maps per step and sample (SLAMP: flow as a colour wheel, mask, pixel, "
+             "warped and average frames).")] = False,
+    labels_from: Annotated[Optional[str], typer.Option(
+        "--labels-from", metavar="companion|NAME", help="Where a method that reads labels gets them: the clip's "
+                                                        "companions, or a segmenter run on the fly (default: the "
+                                                        "weights' config).", show_default=False)] = None,
+    flow_from: Annotated[Optional[str], typer.Option(
+        "--flow-from", metavar="companion|dis|farneback|pwcnet", help="Where a method that reads flow gets it "
+                                                                      "(default: the weights' config).",
+        show_default=False)] = None,
     lossless: Annotated[bool, typer.Option(help="Write sample and context videos losslessly (libx264rgb -qp 0): "
                                                 "frames read back are exactly round(255 x prediction).")] = False,
     precision: Annotated[str, typer.Option(
@@ -52,7 +60,10 @@ def predict(
 ) -> None:
     """Predict future frames of each input clip: OUT/<name>/sample_000.mp4 ... (one video per sample,
     holding only the predicted frames), context.mp4 (the context frames the model was given),
-    meta.json; grid.mp4 with --grid; flow_/mask_/pixel_/warped_sample_K.mp4 with --save-components.
+    meta.json; grid.mp4 with --grid. Methods that predict labels or flow also write
+    sample_K.labels/ (palette PNGs) + labels_sample_K.mp4 and sample_K.flow/ (.flo) + flow_sample_K.mp4;
+    --save-components adds the method's extras as NAME_sample_K.mp4 (SLAMP: flow, mask, pixel,
+    warped, average).
 
     The context is the last C frames of the clip (C from the weights, or --context), or C frames
     from --start. The same --seed gives the same samples. Clips run one at a time (--batch-size is 1).
@@ -60,19 +71,25 @@ def predict(
     Example: vpcli predict clip.mp4 --method slamp --weights runs/slamp --horizon 30 --samples 5 --out preds/
     """
     from vpcli import api
+    from vpcli.cli.render import PredictRenderer
 
-    def progress(event: str, record: dict) -> None:
-        if event == "warning":
-            typer.echo(f"warning: {record['message']}", err=True)
-        elif event == "done" and not json:
-            typer.echo(f"{record['input']}: {record['samples']} x {record['frames']} frames at "
-                       f"{record['height']}x{record['width']} in {record['seconds']:.1f}s "
-                       f"({record['predicted_frames_per_s']:.1f} frames/s) -> {record['output']}", err=True)
+    options = api.PredictOptions(
+        method=method, weights=weights, horizon=horizon, samples=samples, context=context, start=start, resize=resize,
+        grid=grid, save_components=save_components, lossless=lossless, precision=precision, batch_size=batch_size,
+        device=device, seed=seed, shard=shard, recursive=recursive, overwrite=overwrite, labels_from=labels_from,
+        flow_from=flow_from)
+    progress = PredictRenderer(json)
 
-    code = api.predict(
-        inputs=inputs, out=out, method=method, weights=weights, horizon=horizon, samples=samples, context=context,
-        start=start, resize=resize, grid=grid, save_components=save_components, lossless=lossless,
-        precision=precision, batch_size=batch_size, device=device, seed=seed, shard=parse_shard(shard),
-        recursive=recursive, overwrite=overwrite, callback=progress,
-        for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    def for_each(items, fn):
+        def one(item):
+            try:
+                return fn(item)
+            finally:
+                progress.stop()  # a failed clip's bar must not stay on screen under the next one
+        return run_per_input(items, one, as_json=json, name=lambda p: str(p[0]))
+
+    try:
+        code = api.predict(inputs, out, options, callback=progress, for_each=for_each)
+    finally:
+        progress.stop()  # also on Ctrl-C / SIGTERM: the terminal is left clean
     raise typer.Exit(code)

@@ -17,7 +17,6 @@ from vpcli.cli.common import (
     Seed,
     Shard,
     err_console,
-    parse_shard,
     run_per_input,
 )
 
@@ -66,8 +65,9 @@ def segment(
     Example: vpcli segment clips/ --out segs/ --size 256x512
     """
     from vpcli import api
-    code = api.segment(inputs=inputs, out=out, weights=weights, size=size, palette=palette, precision=precision,
-                       alpha=alpha, batch_size=batch_size, device=device, seed=seed, shard=parse_shard(shard),
-                       recursive=recursive, overwrite=overwrite, callback=_Progress(quiet=json),
-                       per_input=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    options = api.SegmentOptions(weights=weights, size=size, palette=palette, precision=precision, alpha=alpha,
+                                 batch_size=batch_size, device=device, seed=seed, shard=shard, recursive=recursive,
+                                 overwrite=overwrite)
+    code = api.segment(inputs, out, options, callback=_Progress(quiet=json),
+                       for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
     raise typer.Exit(code)

@@ -20,7 +20,17 @@ def train(
     config: Annotated[Optional[str], typer.Option(help="Preset name or YAML file.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value, e.g. train.lr=0.001.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder exactly.")] = None,
-    init: Annotated[Optional[str], typer.Option(help="Fine-tune from this manifest entry or weights file.")] = None,
+    init: Annotated[Optional[list[str]], typer.Option(
+        metavar="[PART=]WEIGHTS", help="Start from these weights (run folder, file or manifest name); PART=WEIGHTS "
+                                       "loads one part (e.g. dynamics=runs/stage1). Repeatable.")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="Run only this stage of the method's training plan "
+                                                      "(default: every stage not yet completed).")] = None,
+    labels_from: Annotated[Optional[str], typer.Option(
+        "--labels-from", metavar="companion|NAME", help="Where label inputs come from: companion files, or a "
+                                                        "segmenter run on the fly (recorded in the run's config).")] = None,
+    flow_from: Annotated[Optional[str], typer.Option(
+        "--flow-from", metavar="companion|dis|farneback|pwcnet", help="Where flow inputs come from: companion "
+                                                                      "files, or a flow method run on the fly.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Override the config's global batch size.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the config's seed.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List methods and presets, then exit.")] = False,
@@ -41,8 +51,10 @@ def train(
         typer.echo("presets: " + ", ".join(list_presets()))
         return
     from vpcli.cli.render import TrainRenderer
-    summary = api.train(method=method, data=data, out=out, config=config, overrides=set_ or [], resume=resume,
-                        init=init, batch_size=batch_size, device=device, seed=seed, callback=TrainRenderer(json),
-                        overwrite=overwrite)
-    if summary["status"] == "interrupted":
-        raise typer.Exit(130)
+    options = api.TrainOptions(out=out, method=method, data=data, config=config, overrides=set_ or [],
+                               resume=resume, init=init or [], stage=stage, labels_from=labels_from,
+                               flow_from=flow_from, batch_size=batch_size, device=device, seed=seed,
+                               overwrite=overwrite)
+    summary = api.train(options, callback=TrainRenderer(json))
+    if summary["status"] == "interrupted":  # a checkpoint was saved; 128 + the signal's number
+        raise typer.Exit(143 if summary.get("signal") == "SIGTERM" else 130)

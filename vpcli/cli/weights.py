@@ -20,7 +20,7 @@ from vpcli.errors import UsageError
 
 app = typer.Typer(
     help="List, download, verify and inspect named weights (see the manifest schema in "
-         "vpcli/weights_manifest.yaml); export a training run's weights or convert other projects' "
+         "weights_manifest.yaml); export a training run's weights or convert other projects' "
          "checkpoints.\n\nExample: vpcli weights download NAME, then vpcli weights verify",
     no_args_is_help=True)
 
@@ -232,6 +232,9 @@ def export(
     which: Annotated[str, typer.Option(help="best (default; last when the run has no validation) or last.")] = "best",
     fp16: Annotated[bool, typer.Option(help="Store floating-point tensors as float16 (half the size).")] = False,
     license: Annotated[str, typer.Option(help="Licence recorded in the entry.")] = "MIT",
+    part: Annotated[Optional[list[str]], typer.Option(
+        "--part", help="Export only this part of a multi-part method (repeatable; default: every inference "
+                       "part). Training-only modules (discriminators) are never exported.")] = None,
     json: JsonOut = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
 ) -> None:
@@ -242,9 +245,10 @@ def export(
     vpcli weights list --manifest runs/a/export/convlstm-mmnist.manifest.yaml
     """
     if which not in ("best", "last"):
-        raise UsageError(f"--which must be best or last, got {which!r}")
+        raise UsageError(f"--which must be best or last, got {which!r}", "pass --which best or --which last")
     from vpcli import api
-    rec = api.export_weights(run_dir, name, out=out, which=which, fp16=fp16, license=license, overwrite=overwrite)
+    rec = api.export_weights(run_dir, name, out=out, which=which, fp16=fp16, license=license, overwrite=overwrite,
+                             parts=part or None)
     if json:
         emit_json(rec)
     else:

@@ -66,7 +66,7 @@ from vpcli.data.layouts import (
     synth_street_companions,
 )
 from vpcli.errors import DataFormatError, InputError, UsageError, VideoError, VpcliError
-from vpcli.io.paths import natural_key
+from vpcli.io.paths import list_folder, natural_key
 from vpcli.io.sources import is_companion
 
 __all__ = ["SPLITS", "ClipDataset", "MovingDigitsClips", "SynthStreetClips", "make_dataset"]
@@ -318,12 +318,8 @@ def _discover(spec: Path, recursive: bool) -> list[tuple[ClipRecord, str]]:
             out.append((ClipRecord(rel, "all", "folder", video=p, companions=_beside(p)), rel))
 
     def walk(folder: Path, prefix: str, depth: int) -> None:
-        try:
-            entries = sorted(folder.iterdir(), key=lambda e: natural_key(e.name))
-        except OSError as e:
-            raise InputError(f"cannot list folder {folder}: {e.strerror}", "check the path and its permissions") from None
-        for e in entries:
-            if e.name.startswith(".") or is_companion(e):
+        for e in list_folder(folder):
+            if is_companion(e):
                 continue
             rel = f"{prefix}{e.name}"
             before = len(out)
@@ -655,40 +651,60 @@ class ClipDataset(Dataset):
         return np.stack(list(iter_frames(rec.video, start=start, end=end, stride=self.frame_step)))
 
     def _read_labels(self, rec: ClipRecord, idx: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        from vpcli.io.labels import read_label_png
-
-        lab = rec.companions["labels"]
-        fmt = rec.companions.get("labels_format", "train_ids")
-        if isinstance(lab, dict):  # sparse: {frame index: label image}; other frames are all "ignore"
-            maps = [read_label_png(lab[int(j)]) if int(j) in lab else None for j in idx]
-            shape = next((m.shape for m in maps if m is not None), hw)
-            out = np.stack([np.full(shape, 255, np.int64) if m is None else m for m in maps])
-        elif Path(lab).is_dir():
-            files = _cached_list(str(lab), _LABEL_EXTS)
-            out = np.stack([read_label_png(files[int(j)]) for j in idx])
-        else:
-            out = np.asarray(_load_labels_npz(str(lab))[idx], dtype=np.int64)
-        if fmt == "cityscapes_label_ids":
-            out = cityscapes_to_train_ids(out)
-        return out
+        return labels_at(rec.companions, idx, hw)
 
     def _read_flow(self, rec: ClipRecord, idx: np.ndarray) -> np.ndarray:
-        fl = Path(rec.companions["flow"])
-        if fl.is_dir():
-            from vpcli.io.flow import read_flo
+        return flow_at(rec.companions, idx, self.out_hw)
 
-            files = _cached_list(str(fl), (".flo",))
-            one = lambda j: read_flo(files[j])
-        else:
-            arr = _load_flow_npz(str(fl))
-            one = lambda j: np.asarray(arr[j], dtype=np.float32)
-        out = []
-        for a, b in itertools.pairwise(idx):
-            out.append(_chain_flow(np.stack([one(int(j)) for j in range(a, b)])))
-        if not out:  # a one-frame window has no flow
-            h, w = self.out_hw
-            return np.zeros((0, 2, h, w), np.float32)
-        return np.stack(out).astype(np.float32, copy=False)
+
+def labels_at(companions: dict, idx: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Label maps ``int64 (len(idx), H, W)`` of frames ``idx`` from a clip's label companion."""
+    from vpcli.io.labels import read_label_png
+
+    lab = companions["labels"]
+    fmt = companions.get("labels_format", "train_ids")
+    if isinstance(lab, dict):  # sparse: {frame index: label image}; other frames are all "ignore"
+        maps = [read_label_png(lab[int(j)]) if int(j) in lab else None for j in idx]
+        shape = next((m.shape for m in maps if m is not None), hw)
+        out = np.stack([np.full(shape, 255, np.int64) if m is None else m for m in maps])
+    elif Path(lab).is_dir():
+        files = _cached_list(str(lab), _LABEL_EXTS)
+        out = np.stack([read_label_png(files[int(j)]) for j in idx])
+    else:
+        out = np.asarray(_load_labels_npz(str(lab))[idx], dtype=np.int64)
+    if fmt == "cityscapes_label_ids":
+        out = cityscapes_to_train_ids(out)
+    return out
+
+
+def flow_at(companions: dict, idx: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Forward flow ``float32 (len(idx)-1, 2, H, W)`` between consecutive frames of ``idx``
+    (chained over skipped frames) from a clip's flow companion."""
+    fl = Path(companions["flow"])
+    if fl.is_dir():
+        from vpcli.io.flow import read_flo
+
+        files = _cached_list(str(fl), (".flo",))
+        one = lambda j: read_flo(files[j])
+    else:
+        arr = _load_flow_npz(str(fl))
+        one = lambda j: np.asarray(arr[j], dtype=np.float32)
+    out = []
+    for a, b in itertools.pairwise(idx):
+        out.append(_chain_flow(np.stack([one(int(j)) for j in range(a, b)])))
+    if not out:  # a one-frame window has no flow
+        h, w = hw
+        return np.zeros((0, 2, h, w), np.float32)
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+def clip_companions(path: str | os.PathLike) -> dict:
+    """The label / flow companions of one clip (a video ``X.mp4``, a frame folder ``X/``, or a
+    synth-street sequence folder), as the dataset finds them; keys ``labels`` and/or ``flow``."""
+    path = Path(path)
+    if path.is_dir() and is_synth_street_sequence(path):
+        return synth_street_companions(path)
+    return _beside(path)
 
 
 # --------------------------------------------------------------------------- synthetic sources

@@ -25,15 +25,33 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vpcli.engine.options import DeviceOptions, check_memory
 from vpcli.errors import UsageError, VideoError
+from vpcli.io.sources import collect_inputs, parse_size
 
 DIRECTIONS = ("forward", "backward", "both")
 Callback = Callable[[str, dict[str, Any]], None]
+# The smallest frame side a backend works on: OpenCV's DIS refuses frames under 12 pixels (it
+# wants 8 on both sides and 12 on one); Farneback and PWC-Net (which pads) take any size.
+MIN_SIDE = {"dis": 12}
+# Peak memory per pixel of one frame pair and direction, measured at 1024x1024 with batch 4:
+# DIS and Farneback ~30 bytes, PWC-Net (fp32) ~320 bytes; rounded up for the frames held.
+BYTES_PER_PIXEL = {"dis": 40, "farneback": 40, "pwcnet": 400}
+
+
+def check_flow_memory(method: str, hw: tuple[int, int], batch_size: int, directions: int, device: str) -> None:
+    """Refuse (UsageError) a frame size x batch that cannot fit in the free memory of ``device``."""
+    h, w = hw
+    need = BYTES_PER_PIXEL.get(method, 400) * h * w * batch_size * directions
+    check_memory(need, device if method == "pwcnet" else "cpu",
+                 f"{method} flow at {h}x{w} with --batch-size {batch_size}",
+                 "lower --batch-size, or pass a smaller --size HxW")
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +104,7 @@ def iter_pair_flows(frames: Iterable[np.ndarray], estimator, *, batch_size: int 
     network). ``timings`` (if given) accumulates ``decode`` and ``estimate`` seconds.
     """
     if batch_size < 1:
-        raise UsageError(f"batch size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch size must be >= 1, got {batch_size}", "pass batch_size=1 or more")
     t = timings if timings is not None else {}
     t.setdefault("decode", 0.0)
     t.setdefault("estimate", 0.0)
@@ -223,7 +241,7 @@ def flow_clip(path: Path, out_dir: Path, estimator, *, direction: str = "forward
               batch_size: int = 8, size: tuple[int, int] | None = None, overwrite: bool = False,
               callback: Callback | None = None, extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Estimate and write the flow of one clip into ``out_dir`` (layout in the module docstring)."""
-    from vpcli.api import run_meta, video_info, write_meta
+    from vpcli.io.runmeta import run_meta, video_info, write_meta
     from vpcli.io.atomic import atomic_dir, check_overwrite
     from vpcli.io.video import iter_frames, probe
     from vpcli.preprocess.occlusion import ALPHA1, ALPHA2, forward_backward_occlusion
@@ -239,6 +257,14 @@ def flow_clip(path: Path, out_dir: Path, estimator, *, direction: str = "forward
     want_fwd = direction in ("forward", "both")
     want_bwd = direction in ("backward", "both")
     need_fwd, need_bwd = want_fwd or occlusion, want_bwd or occlusion
+    name = getattr(estimator, "name", "")
+    hw = tuple(size) if size is not None else (info.height, info.width)
+    if min(hw) < MIN_SIDE.get(name, 1):
+        m = MIN_SIDE[name]
+        raise VideoError(f"{path} is {hw[0]}x{hw[1]} (HxW) but {name} flow needs frames at least {m} pixels a side",
+                         f"pass --size HxW to resize the frames (e.g. --size {max(m, hw[0])}x{max(m, hw[1])}), or "
+                         "use --method farneback")
+    check_flow_memory(name, hw, batch_size, 1 + (need_fwd and need_bwd), str(getattr(estimator, "device", "cpu")))
     total = info.num_frames - 1
     timings = {"decode": 0.0, "estimate": 0.0, "write": 0.0}
     start = time.perf_counter()
@@ -319,11 +345,33 @@ def _default_for_each(items: Sequence[Any], fn: Callable[[Any], dict[str, Any]])
     return [fn(item) for item in items]  # raise on the first failure
 
 
-def estimate_flow(*, inputs: Sequence[str], out: str | Path, method: str = "dis", direction: str = "forward",
-                  occlusion: bool = False, batch_size: int = 8, device: str = "cpu", seed: int = 0,
-                  shard: tuple[int, int] | None = None, overwrite: bool = False, weights: str | None = None,
-                  preset: str | None = None, precision: str | None = None, size: str | tuple[int, int] | None = None,
-                  recursive: bool = False, callback: Callback | None = None,
+@dataclass(frozen=True, kw_only=True)
+class FlowOptions(DeviceOptions):
+    """Every option of `vpcli flow` (inputs and output folder aside), checked on construction.
+
+    ``size`` may be given as ``"HxW"``; it is stored as the pair ``(H, W)``. The
+    backend options (``preset``, ``weights``, ``precision``) are checked against ``method`` by
+    :func:`build_estimator`, which knows the registered backends.
+    """
+
+    method: str = "dis"
+    direction: str = "forward"
+    occlusion: bool = False
+    size: tuple[int, int] | None = None
+    preset: str | None = None
+    weights: str | None = None
+    precision: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.direction not in DIRECTIONS:
+            raise UsageError(f"unknown --direction {self.direction!r}", f"choose one of {', '.join(DIRECTIONS)}")
+        # frozen: normalise once, here (a size the backend cannot take is refused now, not by OpenCV later)
+        object.__setattr__(self, "size", parse_size(self.size, min_side=MIN_SIDE.get(self.method, 1)))
+
+
+def estimate_flow(inputs: Sequence[str | Path], out: str | Path, options: FlowOptions | None = None, *,
+                  callback: Callback | None = None,
                   for_each: Callable[[Sequence[Any], Callable[[Any], dict[str, Any]]], Any] | None = None) -> Any:
     """Optical flow for every input clip into ``out/<name>/`` (see the module docstring).
 
@@ -336,30 +384,21 @@ def estimate_flow(*, inputs: Sequence[str], out: str | Path, method: str = "dis"
     """
     import sys
 
-    from vpcli.api import collect_inputs, parse_size
-    if direction not in DIRECTIONS:
-        raise UsageError(f"unknown direction {direction!r}", f"choose one of {', '.join(DIRECTIONS)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch size must be an integer >= 1, got {batch_size!r}")
-    if isinstance(size, str):
-        size = parse_size(size)
-    if isinstance(shard, str):
-        try:
-            shard = tuple(int(v) for v in shard.split("/"))  # type: ignore[assignment]
-        except ValueError:
-            raise UsageError(f"--shard expects K/N like 2/8, got {shard!r}") from None
-    estimator = build_estimator(method, device=device, weights=weights, preset=preset, precision=precision)
+    o = options if options is not None else FlowOptions()
+    if o.size is not None:
+        check_flow_memory(o.method, o.size, o.batch_size, 1 + (o.direction == "both" or o.occlusion), o.device)
+    estimator = build_estimator(o.method, device=o.device, weights=o.weights, preset=o.preset, precision=o.precision)
     if "torch" in sys.modules:  # every backend is deterministic; the seed is recorded, and set for torch
-        sys.modules["torch"].manual_seed(seed)
-    items = collect_inputs(list(inputs), recursive=recursive, shard=shard)
+        sys.modules["torch"].manual_seed(o.seed)
+    items = collect_inputs(list(inputs), recursive=o.recursive, shard=o.shard)
     out = Path(out)
     if callback:
-        callback("start", {"method": method, "inputs": len(items), "out": str(out)})
+        callback("start", {"method": o.method, "inputs": len(items), "out": str(out)})
 
     def one(item: tuple[Path, str]) -> dict[str, Any]:
         path, name = item
-        return flow_clip(path, out / name, estimator, direction=direction, occlusion=occlusion,
-                         batch_size=batch_size, size=size, overwrite=overwrite, callback=callback,
-                         extra_meta={"name": name, "seed": seed, "device": device})
+        return flow_clip(path, out / name, estimator, direction=o.direction, occlusion=o.occlusion,
+                         batch_size=o.batch_size, size=o.size, overwrite=o.overwrite, callback=callback,
+                         extra_meta={"name": name, "seed": o.seed, "device": o.device})
 
     return (for_each or _default_for_each)(items, one)

@@ -55,7 +55,7 @@ def _from_entry(entry) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     resolved = resolve_entry(entry)
     base = dict(entry.load_config())
     base.setdefault("method", entry.arch)
-    base = {k: v for k, v in base.items() if k in ("method", "data", "model", "train")}
+    base = {k: v for k, v in base.items() if k in ("method", "data", "model", "train", "inputs")}
     info = {"name": entry.name, "path": str(resolved.path), "sha256": resolved.sha256, "kind": "manifest",
             "default": False}
     return resolved.path, base, info

@@ -9,22 +9,34 @@ Per input, ``OUT/<name>/`` holds::
                              conversion or --resize), so context + sample_K is the full clip
     grid.mp4                 with --grid: context | sample 0 | sample 1 | ... (at most 8 samples)
                              side by side; green borders mark real frames, red predicted ones
-    flow_sample_000.mp4      with --save-components (SLAMP, SLAMP-Baseline): the flow decoder's
-                             backward flow f_t of each predicted frame as a colour wheel
-    mask_sample_000.mp4      m_t, the weight of the pixel decoder's frame (white) against the
-                             warped previous frame (black) in Eq. 1
-    pixel_sample_000.mp4     x^p_t, the pixel decoder's frame
-    warped_sample_000.mp4    x^f_t, the previous frame warped by f_t
+    sample_000.labels/       predicted label maps (methods whose step records hold labels): one
+                             palette PNG per step (pixel index = class id), the companion layout
+                             `vpcli eval` and the data layer read beside ``sample_000``
+    labels_sample_000.mp4    the same labels colourised
+    sample_000.probs/        class probabilities, when records hold them: one float16 ``(K, H, W)``
+                             ``.npy`` per step
+    sample_000.flow/         predicted forward flow (records holding flow): one Middlebury .flo per
+                             step, flow from the previous frame into this one
+    flow_sample_000.mp4      that flow as a colour wheel
+    NAME_sample_000.mp4      with --save-components: every extra map the method declares
+                             (``Predictor.extras``) as a video by its kind -- image, mask (grey),
+                             flow (colour wheel). SLAMP: flow, mask, pixel, warped, average
     meta.json                input, method, weights (name, path, sha256), seed, samples, horizon,
-                             context indices, conversions, outputs, timings, versions
+                             context indices, inputs and where they came from, conversions,
+                             outputs, timings, versions
 
 Context: the last ``C`` frames of the clip, or ``C`` frames from ``start``; ``C`` is the
 weights' ``data.context`` unless ``context`` is given. Only those frames are kept in memory.
 
-Streaming: the predictor yields one step ``(1, S, C, H, W)`` at a time and each step is
-written to the ``S`` sample writers (and the grid / component writers) before the next is
-computed, so a horizon of thousands of frames runs in constant memory: no list of predictions
-is kept. The flow colour wheel is normalised by the largest magnitude seen so far in that
+Streaming: the predictor yields one step record (:class:`vpcli.predictors.base.StepRecord`:
+frames ``(1, S, C, H, W)``, labels, flow, extras) at a time and each is written to the ``S``
+sample writers (and the grid / extras writers) before the next is computed, so a horizon of
+thousands of frames runs in constant memory: no list of predictions is kept. The runner writes
+whatever a record holds; it knows no method by name.
+
+Inputs: a method that declares ``labels`` or ``flow`` inputs gets them for the context frames
+from the clip's companions or from the segmenter / flow method its config names (``inputs``
+section; ``--labels-from`` / ``--flow-from`` override), as in training (:mod:`vpcli.engine.inputs`). The flow colour wheel is normalised by the largest magnitude seen so far in that
 sample (the clip-wide maximum is not known before the first frame has to be written).
 
 Randomness: one ``torch.Generator`` seeded with ``seed`` per input, so a clip's samples depend
@@ -49,16 +61,18 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vpcli.engine.options import DeviceOptions
 from vpcli.errors import InputError, UsageError, VideoError
+from vpcli.io.sources import check_positive_int
 
 Callback = Callable[[str, dict[str, Any]], None]
 GRID_MAX_SAMPLES = 8
-COMPONENTS = {"flow": "flow", "mask": "mask", "app": "pixel", "motion": "warped"}  # predictor key -> file prefix
 PRECISIONS = ("fp32", "bf16")
 # ITU-R BT.601 luma weights (what OpenCV's and PIL's RGB -> grey use too).
 LUMA_601 = np.array([0.299, 0.587, 0.114], np.float32)
@@ -196,28 +210,140 @@ def load_context(path: Path, *, context: int, start: int | None, model, cfg, wei
     return ctx, facts
 
 
+class _RecordWriter:
+    """Writes the step records of one clip's ``S`` samples into the temporary output folder:
+    frames, labels, flow and (with ``extras``) every extra the model declares, by kind."""
+
+    def __init__(self, tmp: Path, model, samples: int, fps: float, *, lossless: bool, extras: bool,
+                 writer: Callable[..., Any], outputs: list[str]):
+        self.tmp, self.model, self.samples, self.extras = tmp, model, samples, extras
+        self.open, self.outputs = writer, outputs
+        self.palette = getattr(model, "palette", None)
+        self.video: dict[str, Any] = {}
+        self.flow_norm: dict[str, float] = {}
+        self.steps = 0
+        kinds = set(model.outputs)
+        for k in range(samples):
+            if "frames" in kinds:
+                self.video[f"sample_{k:03d}"] = writer(f"sample_{k:03d}.mp4", exact=True)
+            if "labels" in kinds:
+                (tmp / f"sample_{k:03d}.labels").mkdir()
+                outputs.append(f"sample_{k:03d}.labels/")
+                self.video[f"labels_sample_{k:03d}"] = writer(f"labels_sample_{k:03d}.mp4")
+            if "probs" in kinds:
+                (tmp / f"sample_{k:03d}.probs").mkdir()
+                outputs.append(f"sample_{k:03d}.probs/")
+            if "flow" in kinds:
+                (tmp / f"sample_{k:03d}.flow").mkdir()
+                outputs.append(f"sample_{k:03d}.flow/")
+                self.video[f"flow_sample_{k:03d}"] = writer(f"flow_sample_{k:03d}.mp4")
+            if extras:
+                for name in model.extras:
+                    self.video[f"{name}_sample_{k:03d}"] = writer(f"{name}_sample_{k:03d}.mp4")
+
+    def _flow_video(self, key: str, flows) -> None:
+        """(S, 2, H, W) -> colour wheels normalised by the largest magnitude so far in each sample."""
+        from vpcli.io.flow import flow_to_color
+        f = flows.float().cpu().numpy()
+        for k in range(self.samples):
+            name = f"{key}_sample_{k:03d}"
+            self.flow_norm[name] = max(self.flow_norm.get(name, 0.0), float(np.sqrt((f[k] ** 2).sum(0)).max()))
+            self.video[name].write(flow_to_color(f[k], max_flow=self.flow_norm[name] or 1.0))
+
+    def write(self, record) -> np.ndarray | None:
+        """Write one step record (batch 1); returns the frames ``uint8 (S, H, W, C)`` when it has them."""
+        import torch
+
+        from vpcli.io.flow import write_flo
+        from vpcli.io.labels import colorize, write_label_png
+        frames = None
+        if record.frames is not None:
+            frames = to_uint8(record.frames[0])  # S,H,W,C
+            for k in range(self.samples):
+                self.video[f"sample_{k:03d}"].write(frames[k])
+        if record.labels is not None:
+            labels = record.labels[0].cpu().numpy()  # S,H,W
+            for k in range(self.samples):
+                write_label_png(self.tmp / f"sample_{k:03d}.labels" / f"{self.steps:05d}.png", labels[k], self.palette)
+                self.video[f"labels_sample_{k:03d}"].write(colorize(labels[k], self.palette))
+        if record.probs is not None:
+            probs = record.probs[0].to("cpu", torch.float16).numpy()  # S,K,H,W (float16 halves the files)
+            for k in range(self.samples):
+                np.save(self.tmp / f"sample_{k:03d}.probs" / f"{self.steps:05d}.npy", probs[k])
+        if record.flow is not None:
+            flows = record.flow[0]  # S,2,H,W
+            for k in range(self.samples):
+                write_flo(self.tmp / f"sample_{k:03d}.flow" / f"{self.steps:05d}.flo", flows[k].float().cpu().numpy())
+            self._flow_video("flow", flows)
+        if self.extras:
+            for name, spec in self.model.extras.items():
+                value = record.extras[name][0]  # S,c,H,W
+                if spec.kind == "flow":
+                    self._flow_video(name, value)
+                else:
+                    img = to_uint8(value)  # S,H,W,c
+                    for k in range(self.samples):
+                        self.video[f"{name}_sample_{k:03d}"].write(img[k])
+        self.steps += 1
+        return frames
+
+
+def context_inputs(path: Path, model, filler, rgb, facts: dict[str, Any], size: tuple[int, int] | None):
+    """The context batch for ``model``: ``rgb`` plus its declared labels / flow over the context
+    frames, from the clip's companions (resized like the frames) or computed by ``filler``."""
+    import torch
+
+    from vpcli.data.clips import _resize_flow, _resize_labels, clip_companions, flow_at, labels_at
+    from vpcli.engine.inputs import COMPANION
+    batch: dict[str, Any] = {"rgb": rgb}
+    extra = [k for k in ("labels", "flow") if k in model.inputs]
+    if not extra:
+        return batch
+    s, e = facts["indices"]
+    idx = np.arange(s, e)
+    src_hw = tuple(facts["source_size"])
+    comp = clip_companions(path)
+    for kind in extra:
+        if getattr(filler.cfg, kind) != COMPANION:
+            continue  # computed below, on the frames the model sees
+        if kind not in comp:
+            raise filler.missing(kind, str(path))
+        if kind == "labels":
+            lab = labels_at(comp, idx, src_hw)
+            lab = _resize_labels(lab, size) if size else lab
+            batch["labels"] = torch.from_numpy(np.ascontiguousarray(lab)).long()[None].to(rgb.device)
+        else:
+            fl = flow_at(comp, idx, src_hw)
+            fl = _resize_flow(fl, size) if size else fl
+            batch["flow"] = torch.from_numpy(np.ascontiguousarray(fl)).float()[None].to(rgb.device)
+        facts.setdefault("inputs_from", {})[kind] = str(comp[kind])
+    return filler(batch)
+
+
 def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, Any], *, horizon: int,
                  samples: int = 1, seed: int = 0, start: int | None = None, context: int | None = None,
                  resize: bool = False, grid: bool = False, save_components: bool = False, lossless: bool = False,
                  precision: str = "fp32", device: str = "cpu", overwrite: bool = False,
-                 callback: Callback | None = None, extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Predict ``horizon`` frames x ``samples`` for one clip into ``out_dir`` (layout: module docstring)."""
+                 callback: Callback | None = None, extra_meta: dict[str, Any] | None = None,
+                 filler=None) -> dict[str, Any]:
+    """Predict ``horizon`` steps x ``samples`` for one clip into ``out_dir`` (layout: module docstring)."""
     import torch
 
-    from vpcli.api import run_meta, write_meta
+    from vpcli.engine.inputs import InputFiller
     from vpcli.io.atomic import atomic_dir, check_overwrite
     from vpcli.io.composite import composite_frames
-    from vpcli.io.flow import flow_to_color
+    from vpcli.io.runmeta import run_meta, write_meta
     from vpcli.io.video import VideoWriter
+    from vpcli.predictors.base import check_record
 
     path, out_dir = Path(path), Path(out_dir)
     check_overwrite(out_dir, overwrite)  # before decoding anything
+    filler = filler or InputFiller(model.inputs, cfg.inputs, method=cfg.method, device=device)
     t_start = time.perf_counter()
     n_ctx = context if context is not None else int(cfg.data.context)
     notes: list[str] = []
     ctx, facts = load_context(path, context=n_ctx, start=start, model=model, cfg=cfg, weights_info=weights_info,
                               resize=resize, callback=callback, warnings_sink=notes)
-    t_decode = time.perf_counter() - t_start
     fps = facts["fps"]
     c_len, h, w, ch = ctx.shape
     if callback:
@@ -225,13 +351,15 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
     # Canonical strides (not a permuted view): convolution kernels pick their path from the
     # strides, so a view would give results 1e-6 away from the same context built the usual way.
     rgb = torch.from_numpy(np.ascontiguousarray(ctx.transpose(0, 3, 1, 2))).float().div(255)[None].to(device)
+    resized = (h, w) if [h, w] != list(facts["source_size"]) else None
+    batch = context_inputs(path, model, filler, rgb, facts, resized)
+    t_decode = time.perf_counter() - t_start
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    parts: dict[str, torch.Tensor] | None = {} if save_components else None
-    kwargs = {"components": parts} if save_components else {}
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     timings = {"decode": t_decode, "predict": 0.0, "write": 0.0}
     outputs: list[str] = []
+    makes_frames = "frames" in model.outputs
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, contextlib.ExitStack() as stack:
         def writer(name: str, exact: bool = False) -> VideoWriter:
             outputs.append(name)
@@ -241,12 +369,10 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
         ctx_writer = writer("context.mp4", exact=True)
         for f in ctx:
             ctx_writer.write(f)
-        sample_writers = [writer(f"sample_{k:03d}.mp4", exact=True) for k in range(samples)]
-        comp_writers = ({key: [writer(f"{prefix}_sample_{k:03d}.mp4") for k in range(samples)]
-                         for key, prefix in COMPONENTS.items()} if save_components else {})
-        flow_norm = [0.0] * samples
+        records = _RecordWriter(tmp, model, samples, fps, lossless=lossless, extras=save_components, writer=writer,
+                                outputs=outputs)
         grid_frames = feeds = None
-        if grid:
+        if grid and makes_frames:
             shown = min(samples, GRID_MAX_SAMPLES)
             feeds = [_Feed() for _ in range(shown)]
             grid_frames = composite_frames([_rgb(f) for f in ctx], feeds,
@@ -258,30 +384,17 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
 
         steps = 0
         with torch.inference_mode(), autocast:
-            it = iter(model.predict({"rgb": rgb}, horizon, samples, gen, **kwargs))
+            it = iter(model.predict(batch, horizon, samples, gen, want_extras=save_components))
             while steps < horizon:
                 tic = time.perf_counter()
-                step = next(it, None)
+                record = next(it, None)
                 timings["predict"] += time.perf_counter() - tic
-                if step is None:
+                if record is None:
                     break
                 tic = time.perf_counter()
-                if tuple(step.shape) != (1, samples, ch, h, w):
-                    raise InputError(f"{cfg.method}.predict yielded shape {tuple(step.shape)} at step {steps}; "
-                                     f"expected {(1, samples, ch, h, w)} (B, S, C, H, W)",
-                                     "the predictor breaks the Predictor contract")
-                frames = to_uint8(step[0])  # S,H,W,ch
-                for k in range(samples):
-                    sample_writers[k].write(frames[k])
-                if parts is not None:
-                    flows = parts["flow"][0].float().cpu().numpy()  # S,2,H,W
-                    for k in range(samples):
-                        flow_norm[k] = max(flow_norm[k], float(np.sqrt((flows[k] ** 2).sum(0)).max()))
-                        comp_writers["flow"][k].write(flow_to_color(flows[k], max_flow=flow_norm[k] or 1.0))
-                    for key in ("mask", "app", "motion"):
-                        comp = to_uint8(parts[key][0])  # S,H,W,1 or S,H,W,ch
-                        for k in range(samples):
-                            comp_writers[key][k].write(comp[k])
+                check_record(record, model, steps, batch=1, samples=samples, size=(h, w), channels=ch,
+                             want_extras=save_components)
+                frames = records.write(record)
                 if grid_frames is not None:
                     for k, feed in enumerate(feeds):
                         feed.value = _rgb(frames[k])
@@ -309,13 +422,17 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
             seed=seed, samples=samples, horizon=horizon,
             context={"frames": c_len, "indices": list(range(*facts["indices"])),
                      "start": facts["indices"][0], "chosen_by": "--start" if start is not None else "last frames of the clip"},
+            inputs={**filler.describe(), **facts.get("inputs_from", {})},
+            predicted=sorted(model.outputs), extras=({n: {"kind": e.kind, "description": e.description}
+                                                      for n, e in model.extras.items()} if save_components else {}),
             size=[h, w], channels=ch, source_size=facts["source_size"], conversions=facts["conversions"],
-            warnings=notes, fps=fps, lossless=lossless, precision=precision, grid=grid,
+            warnings=notes, fps=fps, lossless=lossless, precision=precision, grid=grid and makes_frames,
             save_components=save_components, device=device, batch_size=1,
             outputs=sorted(outputs) + ["meta.json"],
-            layout="sample_K.mp4 holds only the predicted future frames; context.mp4 the context frames",
-            flow_convention=("backward flow f_t of predicted frame t into frame t-1, (u, v) pixels; colour wheel "
-                             "normalised by the largest magnitude so far in the sample") if save_components else None,
+            layout="sample_K.* hold only the predicted future steps; context.mp4 the context frames",
+            flow_convention=("predicted flow (sample_K.flow/): forward flow from the previous frame into each "
+                             "predicted frame, (u, v) pixels; colour wheels normalised by the largest magnitude "
+                             "so far in the sample"),
             timings={k: round(v, 4) for k, v in {**timings, "total": seconds}.items()},
             predicted_frames_per_s=round(fps_pred, 2), versions=_versions(), **(extra_meta or {}))
         write_meta(tmp, meta)
@@ -332,21 +449,49 @@ def _default_for_each(items: Sequence[Any], fn: Callable[[Any], dict[str, Any]])
     return [fn(item) for item in items]  # raise on the first failure
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions(DeviceOptions):
+    """Everything `vpcli predict` takes besides inputs, output and callbacks (declared once, here).
+
+    ``method`` defaults to the weights' method, or ``slamp`` when no weights are given.
+    ``labels_from`` / ``flow_from`` override where the method's label / flow inputs come from
+    (default: the weights' config, see :mod:`vpcli.engine.inputs`).
+    """
+
+    method: str | None = None
+    weights: str | None = None
+    horizon: int = 30
+    samples: int = 1
+    start: int | None = None
+    context: int | None = None
+    resize: bool = False
+    grid: bool = False
+    save_components: bool = False
+    lossless: bool = False
+    precision: str = "fp32"
+    batch_size: int = 1
+    labels_from: str | None = None
+    flow_from: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int(self.horizon, "--horizon")
+        check_positive_int(self.samples, "--samples")
+        if self.start is not None and (isinstance(self.start, bool) or not isinstance(self.start, int)
+                                       or self.start < 0):
+            raise UsageError(f"--start must be an integer >= 0, got {self.start!r}",
+                             "omit --start to use the last frames of the clip")
+        if self.context is not None:
+            check_positive_int(self.context, "--context")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}", f"choose one of {', '.join(PRECISIONS)}")
 
 
-def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None, horizon: int = 30,
-            samples: int = 1, weights: str | None = None, start: int | None = None, context: int | None = None,
-            resize: bool = False, grid: bool = False, save_components: bool = False, lossless: bool = False,
-            precision: str = "fp32", batch_size: int = 1, device: str = "cpu", seed: int = 0,
-            shard: tuple[int, int] | str | None = None, recursive: bool = False, overwrite: bool = False,
+def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptions | None = None, *,
             callback: Callback | None = None,
             for_each: Callable[[Sequence[Any], Callable[[Any], dict[str, Any]]], Any] | None = None) -> Any:
     """Predict the future of every input clip into ``out/<name>/`` (see the module docstring).
 
-    ``method`` defaults to the weights' method, or ``slamp`` when no weights are given.
     Options are checked and the predictor is loaded once, before any input is touched (usage
     errors exit 2). ``for_each(items, fn)`` runs ``fn`` over the ``(path, name)`` items and its
     result is returned: the CLI passes ``vpcli.cli.common.run_per_input`` (keep going after a
@@ -354,28 +499,16 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
     returns the records. ``callback(event, record)`` gets ``start``, ``input``, ``progress``,
     ``warning`` and ``done`` events.
     """
-    from vpcli.api import collect_inputs
+    from vpcli.engine.inputs import InputFiller
     from vpcli.engine.loading import load_predictor
-    from vpcli.predictors.base import has_components
+    from vpcli.io.sources import collect_inputs
 
-    _check_int("--horizon", horizon, 1)
-    _check_int("--samples", samples, 1)
-    _check_int("--batch-size", batch_size, 1)
-    if start is not None:
-        _check_int("--start", start, 0)
-    if context is not None:
-        _check_int("--context", context, 1)
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}", f"choose one of {', '.join(PRECISIONS)}")
-    if isinstance(shard, str):
-        from vpcli.cli.common import parse_shard
-        shard = parse_shard(shard)
-    if weights is None and method is None:
-        method = "slamp"
+    o = options or PredictOptions()
+    method = o.method if (o.weights is not None or o.method is not None) else "slamp"
     # Without --weights the method's manifest entries are the defaults: the first one for RGB clips
     # is loaded now (usage errors before any input), a greyscale clip gets the first one for grey
     # clips (loaded when the first grey clip comes).
-    model, cfg, winfo = load_predictor(method, weights, device=device, channels=3)
+    model, cfg, winfo = load_predictor(method, o.weights, device=o.device, channels=3)
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
 
@@ -385,17 +518,19 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
         if not is_greyscale(first_frame(path)):
             return loaded[3]
         if 1 not in loaded:
-            loaded[1] = load_predictor(method, None, device=device, channels=1)
+            loaded[1] = load_predictor(method, None, device=o.device, channels=1)
         return loaded[1]
 
-    if save_components and not has_components(model):
-        raise UsageError(f"--save-components: {cfg.method} has no components (flow, mask) to save",
-                         "only slamp and slamp-baseline decode flow and masks; drop --save-components")
+    if o.save_components and not model.extras:
+        raise UsageError(f"--save-components: {cfg.method} reports no extra maps to save",
+                         "drop --save-components (see `vpcli predict --help` for the methods that have them)")
+    input_cfg = cfg.inputs.with_overrides(o.labels_from, o.flow_from)
+    fillers: dict[int, Any] = {}
     notes: list[str] = []
-    if batch_size != 1:
-        _warn(callback, f"--batch-size {batch_size}: predict runs one clip per forward pass (the samples of a clip "
+    if o.batch_size != 1:
+        _warn(callback, f"--batch-size {o.batch_size}: predict runs one clip per forward pass (the samples of a clip "
                         "are one batch); using 1", notes)
-    items = collect_inputs(list(inputs), recursive=recursive, shard=shard)
+    items = collect_inputs(list(inputs), recursive=o.recursive, shard=o.shard)
     out = Path(out)
     if callback:
         callback("start", {"method": cfg.method, "inputs": len(items), "out": str(out), "weights": winfo})
@@ -403,6 +538,8 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
     def one(item: tuple[Path, str]) -> dict[str, Any]:
         path, name = item
         model, cfg, winfo = for_clip(path)
+        if id(model) not in fillers:  # one per model: an on-the-fly segmenter / flow net loads once
+            fillers[id(model)] = InputFiller(model.inputs, input_cfg, method=cfg.method, device=o.device)
         clip_notes = list(notes)
         if winfo.get("default"):
             kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
@@ -412,12 +549,14 @@ def predict(*, inputs: Sequence[str], out: str | Path, method: str | None = None
             if msg not in announced:  # once per run, not once per clip
                 announced.add(msg)
                 _warn(callback, msg, [])
-        return predict_clip(path, out / name, model, cfg, winfo, horizon=horizon, samples=samples, seed=seed,
-                            start=start, context=context, resize=resize, grid=grid, save_components=save_components,
-                            lossless=lossless, precision=precision, device=device, overwrite=overwrite,
-                            callback=callback, extra_meta={"name": name, "notes": clip_notes} if clip_notes else {"name": name})
+        return predict_clip(path, out / name, model, cfg, winfo, horizon=o.horizon, samples=o.samples, seed=o.seed,
+                            start=o.start, context=o.context, resize=o.resize, grid=o.grid,
+                            save_components=o.save_components, lossless=o.lossless, precision=o.precision,
+                            device=o.device, overwrite=o.overwrite, callback=callback, filler=fillers[id(model)],
+                            extra_meta={"name": name, "notes": clip_notes} if clip_notes else {"name": name})
 
     return (for_each or _default_for_each)(items, one)
 
 
-__all__ = ["PredictWarning", "context_range", "is_greyscale", "luma_601", "predict", "predict_clip", "to_uint8"]
+__all__ = ["PredictOptions", "PredictWarning", "context_range", "is_greyscale", "luma_601", "predict",
+           "predict_clip", "to_uint8"]

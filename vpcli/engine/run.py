@@ -8,6 +8,8 @@ config file has the same shape. Sections:
 ``train``   :class:`vpcli.engine.trainer.TrainConfig`
 ``model``   the predictor's own config dataclass (validated against the registry's entry);
             ``context`` and ``channels`` default to the data section's values
+``inputs``  :class:`vpcli.engine.inputs.InputConfig`: where labels / flow come from
+            (``companion``, a segmenter, a flow method); recorded in every checkpoint's config
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 
 from vpcli import registry
 from vpcli.config import apply_overrides, from_dict, load_yaml, to_dict
+from vpcli.engine.inputs import InputConfig
 from vpcli.engine.trainer import TrainConfig
 from vpcli.errors import ConfigError
 
@@ -58,6 +61,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model: dict[str, Any] = field(default_factory=dict)
+    inputs: InputConfig = field(default_factory=InputConfig)
 
     def model_config(self) -> Any:
         """The predictor's config dataclass, with context/channels defaulting to the data's."""

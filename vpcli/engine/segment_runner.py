@@ -5,7 +5,7 @@ Per input ``OUT/<name>/``::
     labels/00000.png ...   palette PNGs whose pixel indices are the class ids
     labels.npz             ``labels`` uint8 (T, H, W) and ``classes`` (read with vpcli.io.labels.read_labels_npz)
     overlay.mp4            the label colours blended over the frames (H.264)
-    meta.json              inputs, weights name + sha256, sizes, timings (api.run_meta)
+    meta.json              inputs, weights name + sha256, sizes, timings (io.runmeta.run_meta)
 
 Frames are streamed: decoded, run through the model ``batch_size`` at a time, and written
 before the next batch is decoded; the ``labels.npz`` stack is spooled to disk, never held in
@@ -35,10 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from vpcli.engine.options import DeviceOptions, check_device, check_memory
 from vpcli.errors import InputError, UsageError, VpcliError, WeightsError
+from vpcli.io.runmeta import run_meta, write_meta
+from vpcli.io.sources import collect_inputs, parse_size
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "SegmentOptions",
     "Segmenter",
     "inference_size",
     "load_segmenter",
@@ -48,6 +52,10 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS = "deeplabv3plus-mobilenet-synthstreet"
+# Peak memory of one DeepLabV3+ forward pass per input pixel (fp32 activations, the full-size
+# logits and their argmax): 335-490 bytes measured for the MobileNet model at 256x256 to
+# 1024x1024, batch 1-4. segment() refuses a --size x --batch-size that needs more than is free.
+BYTES_PER_PIXEL = 400
 CONFIG_SIDECARS = ("{stem}.config.json", "{stem}.config.yaml", "{stem}.json", "config.json", "config.yaml")
 Callback = Callable[[str, dict[str, Any]], None]
 
@@ -212,7 +220,7 @@ def load_segmenter(weights: str | os.PathLike | None = None, *, device: str = "c
 
     from vpcli.preprocess.deeplab import DeepLabConfig, DeepLabV3Plus
     if precision not in ("fp32", "bf16"):
-        raise UsageError(f"precision must be fp32 or bf16, got {precision!r}")
+        raise UsageError(f"precision must be fp32 or bf16, got {precision!r}", "pass precision='fp32' or 'bf16'")
     dev = _device(device)
     path, name, sha, cfg_dict, where = _resolve(weights, manifests)
     state = None
@@ -253,13 +261,7 @@ def load_segmenter(weights: str | os.PathLike | None = None, *, device: str = "c
 
 def _device(device: str):
     import torch
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} was asked for but CUDA is not available", "use --device cpu")
-    return dev
+    return torch.device(check_device(str(device)))  # the check every command shares (engine/options.py)
 
 
 # ------------------------------------------------------------------------------------- palette
@@ -394,7 +396,6 @@ def segment_clip(seg: Segmenter, path: Path, out_dir: Path, *, palette: np.ndarr
                  alpha: float = 0.5, callback: Callback | None = None, meta: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
     """Segment one clip into ``out_dir`` (atomically); return its JSON record."""
-    from vpcli import api
     from vpcli.io.atomic import atomic_dir
     from vpcli.io.labels import overlay, write_label_png
     from vpcli.io.video import VideoWriter, iter_frames, probe
@@ -439,7 +440,7 @@ def segment_clip(seg: Segmenter, path: Path, out_dir: Path, *, palette: np.ndarr
         if done < info.num_frames:  # the decoder stopped early: say so instead of passing silently
             record["warning"] = f"decoded {done} of the {info.num_frames} frames the input declares (truncated?)"
         import torch
-        api.write_meta(tmp, api.run_meta(
+        write_meta(tmp, run_meta(
             command="segment", input=str(path), method="deeplabv3plus", weights=seg.weights_record(),
             config=seg.config.to_dict(), classes=list(classes), palette=np.asarray(palette).tolist(),
             source={"frames": info.num_frames, "width": info.width, "height": info.height, "fps": info.fps,
@@ -453,18 +454,6 @@ def segment_clip(seg: Segmenter, path: Path, out_dir: Path, *, palette: np.ndarr
 
 # ------------------------------------------------------------------------------------- command
 
-def _parse_shard(shard) -> tuple[int, int] | None:
-    if shard is None or isinstance(shard, tuple):
-        return shard
-    try:
-        k, n = (int(x) for x in str(shard).split("/"))
-    except ValueError:
-        raise UsageError(f"--shard expects K/N like 2/8, got {shard!r}") from None
-    if not 1 <= k <= n:
-        raise UsageError(f"--shard {shard}: K must be between 1 and N", "shards count from 1, e.g. 1/4 .. 4/4")
-    return k, n
-
-
 def _run_all(items, fn) -> list[dict[str, Any]]:
     """The library's loop: every input is attempted; failures become records with the error."""
     records = []
@@ -476,34 +465,53 @@ def _run_all(items, fn) -> list[dict[str, Any]]:
     return records
 
 
-def segment(*, inputs: Sequence[str], out: str | os.PathLike, weights: str | os.PathLike | None = None,
-            size: str | tuple[int, int] | None = None, palette: str | None = None, precision: str = "fp32",
-            batch_size: int = 8,
-            device: str = "cpu", seed: int = 0, shard=None, recursive: bool = False, overwrite: bool = False,
-            alpha: float = 0.5, manifests: Sequence[str | os.PathLike] = (), callback: Callback | None = None,
-            per_input: Callable[[list, Callable], Any] | None = None, **_: Any) -> Any:
+@dataclass(frozen=True, kw_only=True)
+class SegmentOptions(DeviceOptions):
+    """Every option of `vpcli segment` (inputs and output folder aside), checked on construction.
+
+    ``size`` may be given as ``"HxW"``; it is stored as the pair ``(H, W)``.
+    ``weights=None`` means :data:`DEFAULT_WEIGHTS` (looked up when the run starts).
+    """
+
+    weights: str | os.PathLike | None = None
+    size: tuple[int, int] | None = None
+    palette: str | None = None
+    precision: str = "fp32"
+    alpha: float = 0.5
+    manifests: tuple[str | os.PathLike, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
+            raise UsageError(f"--alpha (overlay opacity) must be in [0, 1], got {self.alpha!r}", "e.g. --alpha 0.5")
+        if self.precision not in ("fp32", "bf16"):
+            raise UsageError(f"--precision must be fp32 or bf16, got {self.precision!r}", "pass --precision fp32 or bf16")
+        # frozen: normalise once, here; DeepLab's stride-8 features need 8 pixels a side
+        object.__setattr__(self, "size", parse_size(self.size, min_side=8))
+        object.__setattr__(self, "manifests", tuple(self.manifests))
+
+
+def segment(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, options: SegmentOptions | None = None, *,
+            callback: Callback | None = None, for_each: Callable[[list, Callable], Any] | None = None) -> Any:
     """Segment every input into ``out/<name>/``.
 
     The weights are loaded and checked against the palette once, before any input is read (a
-    setup error raises). Then ``per_input(items, fn)`` runs ``fn`` on each ``(path, name)`` item
+    setup error raises). Then ``for_each(items, fn)`` runs ``fn`` on each ``(path, name)`` item
     and its result is returned: the CLI passes ``run_per_input`` (one-line errors, exit code);
     the default attempts every input and returns one record per input (``ok`` false with the
     ``error`` for those that failed).
     """
     import torch
 
-    from vpcli import api
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"overlay alpha must be in [0, 1], got {alpha!r}")
-    req_size = api.parse_size(size) if isinstance(size, str) else (tuple(size) if size is not None else None)
-    if req_size is not None and min(req_size) < 8:
-        raise UsageError(f"--size {size}: both sides must be at least 8 pixels", "e.g. --size 128x256")
-    torch.manual_seed(seed)  # inference is deterministic; seeded anyway for any stochastic layer
-    seg = load_segmenter(weights, device=device, manifests=manifests, precision=precision)
-    colours, classes = resolve_palette(palette, seg.config)
-    items = api.collect_inputs(list(inputs), recursive=recursive, shard=_parse_shard(shard))
+    o = options if options is not None else SegmentOptions()
+    torch.manual_seed(o.seed)  # inference is deterministic; seeded anyway for any stochastic layer
+    if o.size is not None:  # a --size runs every frame at that size: refuse one that cannot fit first
+        h, w = o.size
+        check_memory(BYTES_PER_PIXEL * h * w * o.batch_size, o.device, f"segment --size {h}x{w} --batch-size "
+                     f"{o.batch_size}", "lower --batch-size or --size (the weights' own size needs no --size)")
+    seg = load_segmenter(o.weights, device=o.device, manifests=o.manifests, precision=o.precision)
+    colours, classes = resolve_palette(o.palette, seg.config)
+    items = collect_inputs(list(inputs), recursive=o.recursive, shard=o.shard)
     if not items:
         raise InputError("no inputs to segment", "pass video files, frame folders, or a folder of them")
     out = Path(out)
@@ -515,11 +523,11 @@ def segment(*, inputs: Sequence[str], out: str | os.PathLike, weights: str | os.
         path, name = item
         if callback is not None:
             callback("input", {"input": str(path), "name": name})
-        record = segment_clip(seg, path, out / name, palette=colours, classes=classes, size=req_size,
-                              batch_size=batch_size, overwrite=overwrite, alpha=alpha, callback=callback,
-                              meta={"seed": seed, "name": name})
+        record = segment_clip(seg, path, out / name, palette=colours, classes=classes, size=o.size,
+                              batch_size=o.batch_size, overwrite=o.overwrite, alpha=o.alpha, callback=callback,
+                              meta={"seed": o.seed, "name": name})
         if callback is not None:
             callback("done", {"input": str(path), **record})
         return record
 
-    return (per_input or _run_all)(items, one)
+    return (for_each or _run_all)(items, one)

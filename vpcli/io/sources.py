@@ -36,9 +36,18 @@ def _hidden(p: Path) -> bool:
 COMPANION_SUFFIXES = (".labels", ".flow")
 
 
-def is_companion(p: Path) -> bool:
+def companion_of(p: Path) -> tuple[str, str] | None:
+    """``(clip name, kind)`` of a companion by its name: ``X.labels/`` or ``X.labels.npz`` ->
+    ``("X", "labels")``, ``X.flow/`` or ``X.flow.npz`` -> ``("X", "flow")``; None for anything else."""
     name = p.name.removesuffix(".npz")
-    return any(name.endswith(s) for s in COMPANION_SUFFIXES)
+    for suffix in COMPANION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[:-len(suffix)], suffix[1:]
+    return None
+
+
+def is_companion(p: Path) -> bool:
+    return companion_of(p) is not None
 
 
 def is_sequence_folder(p: Path) -> bool:
@@ -132,7 +141,7 @@ def expand_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False
     if not specs:
         raise UsageError("no inputs given", _SPEC_HINT)
     if sum(1 for s in specs if os.fspath(s) == "-") > 1:
-        raise UsageError("'-' (read paths from stdin) can be given only once")
+        raise UsageError("'-' (read paths from stdin) can be given only once", "give '-' once; list every path on stdin")
     out: list[Path] = []
     seen: set[Path] = set()
 
@@ -165,7 +174,7 @@ def shard(items: Sequence[T], k: int, n: int) -> list[T]:
     n shards are disjoint and together hold every item, whatever the order ``items`` came in.
     """
     if isinstance(k, bool) or isinstance(n, bool) or not isinstance(k, int) or not isinstance(n, int):
-        raise UsageError(f"shard K/N must be integers, got {k!r}/{n!r}")
+        raise UsageError(f"shard K/N must be integers, got {k!r}/{n!r}", "e.g. --shard 2/8")
     if not 1 <= k <= n:
         raise UsageError(f"shard {k}/{n}: K must be between 1 and N", "shards count from 1, e.g. 1/4 .. 4/4")
     ordered = sorted(items, key=lambda x: natural_key(os.fspath(x) if isinstance(x, (str, os.PathLike)) else str(x)))
@@ -241,4 +250,77 @@ def input_name(path: str | os.PathLike, among: Sequence[str | os.PathLike] | Non
     raise ValueError(f"{path} is not in the input list")
 
 
-__all__ = ["natural_key", "expand_inputs", "shard", "input_name", "input_names"]
+# ---------------------------------------------------------------- command-line values
+
+_take_shard = shard  # collect_inputs' ``shard`` argument shadows the function
+
+def collect_inputs(specs: Sequence[str | os.PathLike], *, recursive: bool = False,
+                   shard: tuple[int, int] | None = None) -> list[tuple[Path, str]]:
+    """Expand input specs and give each a stable output name, then keep shard K of N.
+
+    Names are computed on the full list before sharding, so two shards never pick one name.
+    """
+    paths = expand_inputs(list(specs), recursive=recursive)
+    pairs = list(zip(paths, input_names(paths)))
+    if shard is not None:
+        pairs = _take_shard(pairs, *shard) if len(pairs) else pairs
+    return pairs
+
+
+_SHARD_HINT = "K of N shards, both whole numbers with 1 <= K <= N, e.g. --shard 1/4 .. --shard 4/4"
+
+
+def parse_shard(spec: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """``"K/N"`` (or a ``(K, N)`` pair) -> ``(K, N)`` with 1 <= K <= N."""
+    if spec is None:
+        return None
+    try:
+        k, n = (int(x) for x in spec.split("/")) if isinstance(spec, str) else spec
+    except (TypeError, ValueError):
+        raise UsageError(f"--shard expects K/N like 2/8, got {spec!r}", _SHARD_HINT) from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (k, n)):
+        raise UsageError(f"--shard expects K/N like 2/8, got {spec!r}", _SHARD_HINT)
+    if not 1 <= k <= n:
+        raise UsageError(f"--shard {k}/{n}: K must be between 1 and N", "shards count from 1, e.g. 1/4 .. 4/4")
+    return k, n
+
+
+# The largest side a --size may ask for (8K video is 7680x4320): a larger frame would not fit in
+# memory once a model or a flow method works on it; documented in README.md ("Limits").
+MAX_SIDE = 8192
+
+
+def parse_size(text: str | Sequence[int] | None, option: str = "--size", *, min_side: int = 1,
+               max_side: int = MAX_SIDE) -> tuple[int, int] | None:
+    """``"64x128"`` (H x W, or an ``(H, W)`` pair) -> ``(64, 128)``; ``option`` names it in errors.
+
+    Both sides must lie in ``[min_side, max_side]`` (a command passes the smallest size its
+    methods can work on; ``max_side`` is :data:`MAX_SIDE`).
+    """
+    if text is None:
+        return None
+    hint = f"give height x width in pixels, each {min_side} to {max_side}, e.g. {option} 128x256"
+    try:
+        h, w = (int(v) for v in text.lower().split("x")) if isinstance(text, str) else text
+    except (TypeError, ValueError, AttributeError):
+        raise UsageError(f"{option} must be HxW like 128x256, got {text!r}", hint) from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w)):
+        raise UsageError(f"{option} must be HxW like 128x256, got {text!r}", hint)
+    if h < 1 or w < 1:
+        raise UsageError(f"{option} must be positive, got {text!r}", hint)
+    if h < min_side or w < min_side:
+        raise UsageError(f"{option} {h}x{w}: both sides must be at least {min_side} pixels", hint)
+    if h > max_side or w > max_side:
+        raise UsageError(f"{option} {h}x{w}: sides are limited to {max_side} pixels", hint)
+    return h, w
+
+
+def check_positive_int(value: object, option: str) -> int:
+    """``value`` if it is an integer >= 1, else a UsageError naming ``option`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{option} must be an integer >= 1, got {value!r}", f"pass {option} 1 or more")
+    return value
+
+
+__all__ = ["MAX_SIDE", "natural_key", "expand_inputs", "shard", "input_name", "input_names",
+           "collect_inputs", "parse_shard", "parse_size", "check_positive_int"]

@@ -17,6 +17,7 @@ import numbers
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,13 +36,18 @@ from vpcli.errors import (
     UsageError,
     VideoError,
 )
-from vpcli.io.atomic import check_overwrite, check_writable_dir, publish, temp_name
+from vpcli.io.atomic import check_not_a_folder, check_overwrite, check_writable_dir, publish, temp_name
 from vpcli.io.paths import natural_key
 
 __all__ = [
-    "VIDEO_EXTS", "IMAGE_EXTS", "FOLDER_FPS", "VideoInfo", "VideoWriter",
+    "VIDEO_EXTS", "IMAGE_EXTS", "FOLDER_FPS", "VideoInfo", "VideoWriter", "TruncatedVideoWarning",
     "is_video_file", "is_frame_folder", "probe", "iter_frames", "read_video", "write_video",
 ]
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video decoded fewer frames than its container declares, and the caller accepted that."""
+
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -229,6 +235,35 @@ def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def truncation_slack(declared: int) -> int:
+    """How many frames decoding may fall short of a declared count before the file counts as cut.
+
+    An MP4/MOV sample table is exact, but other headers (AVI's stream length, for one) may count a
+    frame or two that no decoder returns (dropped-frame placeholders, an edit list); a file cut
+    by a stopped download or copy loses far more. One frame per 100, at least one, is tolerated
+    with a warning.
+    """
+    return max(1, declared // 100)
+
+
+def _check_decoded(path: Path, have: int, declared: int, *, allow_truncated: bool) -> None:
+    """After reading a stream to its end: compare the frames decoded with the container's count.
+
+    ``declared`` 0 means the container does not say (Matroska, WebM, GIF, MPEG-TS): nothing to
+    compare. A clear shortfall is a VideoError unless ``allow_truncated``; then, and for a
+    shortfall within :func:`truncation_slack`, a :class:`TruncatedVideoWarning`.
+    """
+    if not declared or have >= declared:
+        return
+    what = f"{path}: decoded {have} of the {declared} frames the container declares"
+    if allow_truncated or declared - have <= truncation_slack(declared):
+        warnings.warn(f"{what}; using the {have} that decode", TruncatedVideoWarning, stacklevel=3)
+        return
+    raise VideoError(f"{what} (the file is truncated or damaged)",
+                     "download or copy it again; to keep only the frames that decode, re-encode it "
+                     "(e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)")
+
+
 def _truncated(have: int, declared: int) -> str:
     return f" (its header declares {declared}: truncated?)" if declared > have else ""
 
@@ -268,7 +303,8 @@ def _iter_folder(files: list[Path], start, end, stride, size) -> Iterator[np.nda
         yield _resize(frame, size)
 
 
-def _iter_container(container, stream, path: Path, start, end, stride, size) -> Iterator[np.ndarray]:
+def _iter_container(container, stream, path: Path, start, end, stride, size,
+                    allow_truncated: bool = False) -> Iterator[np.ndarray]:
     # The container closes when the iteration finishes, fails, or is abandoned part-way
     # (generator close); a generator that never started leaves it to PyAV's own finaliser.
     with container:
@@ -292,12 +328,14 @@ def _iter_container(container, stream, path: Path, start, end, stride, size) -> 
             raise VideoError(f"{path} has no frames{_truncated(have, declared)}", _READ_HINT)
         if end is not None:
             raise _too_short(path, have, start, end, stride, declared)
+        # The whole stream was read: every frame the container declares must have decoded.
+        _check_decoded(path, have, declared, allow_truncated=allow_truncated)
         if start >= have:
             raise _start_past_end(path, have, start)
 
 
 def iter_frames(path: str | os.PathLike, *, start: int = 0, end: int | None = None, stride: int = 1,
-                size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+                size: tuple[int, int] | None = None, allow_truncated: bool = False) -> Iterator[np.ndarray]:
     """Stream frames ``[start:end:stride]`` as ``uint8 (H, W, 3)`` RGB arrays.
 
     ``path`` is a video file (anything FFmpeg reads), an animated GIF, or a folder of images
@@ -309,6 +347,12 @@ def iter_frames(path: str | os.PathLike, *, start: int = 0, end: int | None = No
     Argument errors and unreadable inputs raise at the call; a clip that turns out to be shorter
     than ``end`` (when the container does not record its length) raises :class:`VideoError` after
     the frames it does have.
+
+    Read to its end, a file whose container declares more frames than decode (a cut download)
+    raises :class:`VideoError` naming both counts, after the frames it does have, so that no
+    command silently processes part of a clip. ``allow_truncated=True`` keeps those frames and
+    emits a :class:`TruncatedVideoWarning` instead. A container that declares no count is taken
+    as it decodes.
     """
     path = _existing(path)
     _check_range(start, end, stride)
@@ -325,16 +369,18 @@ def iter_frames(path: str | os.PathLike, *, start: int = 0, end: int | None = No
     if declared and end is not None and end > declared:
         container.close()
         raise _too_short(path, declared, start, end, stride)
-    return _iter_container(container, stream, path, start, end, stride, size)
+    return _iter_container(container, stream, path, start, end, stride, size, allow_truncated)
 
 
 def read_video(path: str | os.PathLike, *, start: int = 0, end: int | None = None, stride: int = 1,
-               size: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
+               size: tuple[int, int] | None = None, allow_truncated: bool = False) -> tuple[np.ndarray, float]:
     """Read frames ``[start:end:stride]`` into one ``uint8 (T, H, W, 3)`` array; return it and the fps.
 
     The array is allocated once from :func:`probe`'s frame count (no list-then-stack copy). Asking
     for ``end`` beyond the last frame raises :class:`VideoError` with both counts. Without ``end``,
-    a damaged file that decodes fewer frames than its header claims returns the frames that decode.
+    a damaged file that decodes fewer frames than its header declares raises too, unless
+    ``allow_truncated`` (then it returns the frames that decode, with a warning; see
+    :func:`iter_frames`).
     """
     _check_range(start, end, stride)
     size = _check_size(size)
@@ -348,7 +394,8 @@ def read_video(path: str | os.PathLike, *, start: int = 0, end: int | None = Non
     out = np.empty((len(range(start, min(end or n, n), stride)), height, width, 3), np.uint8)
     extra: list[np.ndarray] = []  # only if the header undercounted (rare, damaged files)
     t = -1
-    with contextlib.closing(iter_frames(info.path, start=start, end=end, stride=stride, size=size)) as frames:
+    with contextlib.closing(iter_frames(info.path, start=start, end=end, stride=stride, size=size,
+                                        allow_truncated=allow_truncated)) as frames:
         for t, frame in enumerate(frames):
             if frame.shape != out.shape[1:]:
                 raise VideoError(f"frame {start + t * stride} of {info.path} is {frame.shape[1]}x{frame.shape[0]}"
@@ -437,6 +484,7 @@ class VideoWriter:
             raise UsageError(f"a GIF cannot be lossless ({self.path}): it holds at most 256 colours per frame",
                              "use .mkv/.mp4 with lossless=True, or a path without suffix for PNG frames")
         self.fps = fps
+        self.overwrite = overwrite
         self.lossless = lossless
         self.crf = crf
         self.kind = "frames" if not suffix else "gif" if suffix == ".gif" else "video"
@@ -450,6 +498,8 @@ class VideoWriter:
         self.frames_written = 0
 
         check_writable_dir(self.path.parent)
+        if self.kind != "frames":
+            check_not_a_folder(self.path)
         check_overwrite(self.path, overwrite)
         try:
             if self.kind == "frames":
@@ -568,7 +618,7 @@ class VideoWriter:
         return self.path
 
     def _publish(self) -> None:
-        publish(self._tmp, self.path)
+        publish(self._tmp, self.path, self.overwrite)
 
     def _abort(self) -> None:
         """Drop everything written so far; nothing is left at the final path."""

@@ -6,6 +6,8 @@ Every metric is a class with ``name``, ``kind``, ``higher_is_better`` and ``__ca
   ``[0, 1]`` — psnr, ssim, ms-ssim, lpips, csim, mse, mae, bce;
 - ``kind == "label"``: ``m(pred_labels, target_labels) -> Tensor (B, T)`` for int ``B,T,H,W``
   label maps (255 = ignore) — miou;
+- ``kind == "flow"``: ``m(pred_flow, target_flow) -> Tensor (B, T)`` for float ``B,T,2,H,W``
+  forward flows in pixels — epe;
 - ``kind == "video_set"``: ``m(pred_videos, target_videos) -> float`` over two sets of videos — fvd.
 
 Per-frame values let the evaluator draw per-step curves and pick the best of N samples; average
@@ -33,13 +35,14 @@ from vpcli.metrics.fvd import (
     FVD_RECOMMENDED_VIDEOS,
     SmallSampleWarning,
 )
+from vpcli.metrics.flow import EPE
 from vpcli.metrics.lpips import LPIPS
 from vpcli.metrics.pixel import BCE, BCE_EPS, MAE, MSE
 from vpcli.metrics.psnr import PSNR, PSNR_CAP_DB
 from vpcli.metrics.segmentation import HVP_MOVING_CLASSES, MIoU
 from vpcli.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, SSIM
 
-METRICS: dict[str, type] = {cls.name: cls for cls in (PSNR, SSIM, MSSSIM, LPIPS, CSIM, MSE, MAE, BCE, MIoU, FVD)}
+METRICS: dict[str, type] = {cls.name: cls for cls in (PSNR, SSIM, MSSSIM, LPIPS, CSIM, MSE, MAE, BCE, MIoU, EPE, FVD)}
 _ALIASES = {"msssim": "ms-ssim", "iou": "miou", "vgg-csim": "csim", "cosine": "csim"}
 
 _DESCRIPTIONS = {
@@ -52,6 +55,7 @@ _DESCRIPTIONS = {
     "mae": "mean absolute error per frame",
     "bce": "binary cross-entropy per pixel per frame (Moving MNIST)",
     "miou": "mean intersection-over-union of label maps per frame",
+    "epe": "mean end-point error of predicted forward flow per frame, pixels",
     "fvd": "Fréchet Video Distance between two sets of videos (I3D)",
 }
 
@@ -85,7 +89,7 @@ def _register_all() -> None:
 _register_all()
 
 __all__ = [
-    "BCE", "BCE_EPS", "CSIM", "FVD", "FVD_MIN_VIDEOS", "FVD_RECOMMENDED_VIDEOS", "HVP_MOVING_CLASSES", "LPIPS",
+    "BCE", "BCE_EPS", "CSIM", "EPE", "FVD", "FVD_MIN_VIDEOS", "FVD_RECOMMENDED_VIDEOS", "HVP_MOVING_CLASSES", "LPIPS",
     "MAE", "METRICS", "MSE", "MSSSIM", "MS_SSIM_WEIGHTS", "PSNR", "PSNR_CAP_DB", "SSIM", "MIoU",
     "SmallSampleWarning", "get_metric",
 ]

@@ -1,95 +1,128 @@
 """The Predictor contract every method implements (DESIGN.md, "Predictor contract").
 
-A predictor is an ``nn.Module`` registered by name with a config dataclass. It declares the
-inputs it needs (``rgb``, ``labels``, ``flow``), how it trains, and how it predicts:
+A predictor is a registered :class:`~vpcli.trainable.Trainable` (parts, training-only modules,
+a training plan of stages and named steps, a validation metric: see that module) that also
+declares what it reads and what it makes, and predicts:
 
-* ``train_steps()`` lists the named optimisation steps of one training iteration. A plain
-  method has one step, ``"model"``, over all parameters, whose loss is ``loss(batch, state)``.
-  Adversarial methods list several (for example ``d``, ``m``, ``g``), each with its own
-  parameters and loss; the engine owns the optimisers, clipping and schedules for each.
-* ``forward(batch, step=..., state=...)`` dispatches to the step's loss so that the engine (and a
-  distributed wrapper) calls every step through ``__call__``.
-* ``predict(context, horizon, samples, generator)`` **yields** one future step at a time,
-  a tensor ``(B, S, C, H, W)`` in [0, 1], so a horizon of thousands of frames runs in constant
-  memory. The context is encoded once and shared by the ``S`` samples, which run as one batch.
-
-Batches follow DESIGN.md: ``rgb`` float32 ``(B, T, C, H, W)`` in [0, 1], ``labels`` int64
-``(B, T, H, W)``, ``flow`` float32 ``(B, T-1, 2, H, W)`` forward flow.
+* ``inputs``: the context kinds it needs, from ``rgb`` ``(B, T, C, H, W)`` float in [0, 1],
+  ``labels`` int64 ``(B, T, H, W)`` and ``flow`` float32 ``(B, T-1, 2, H, W)`` (forward flow
+  ``flow[:, t]`` from frame t to t+1, pixels). The engine delivers every declared input the same
+  way in train, predict and eval (companions beside the data, or a named segmenter / flow
+  estimator run on the fly: :mod:`vpcli.engine.inputs`), or fails naming what is missing.
+* ``outputs``: which of :data:`OUTPUT_KINDS` its step records hold, and ``extras``: the named
+  extra maps it reports (name -> :class:`Extra`: kind ``image``, ``mask`` or ``flow``, and what
+  it is). The predict runner writes what a record holds, the evaluator scores it; neither
+  knows method names.
+* ``predict(context, horizon, samples, generator)`` **yields** one :class:`StepRecord` per
+  future step, so a horizon of thousands of frames runs in constant memory. The context is
+  encoded once and shared by the ``S`` samples, which run as one batch. Extras are computed
+  only when asked for (``want_extras``), and asking changes nothing else.
 """
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-Batch = dict[str, Any]
-Losses = dict[str, torch.Tensor]
+from vpcli.trainable import Batch, ContractError, IterationCache, Losses, Stage, Trainable, TrainState, TrainStep
 
+__all__ = ["Batch", "ContractError", "Extra", "INPUT_KINDS", "IterationCache", "Losses", "OUTPUT_KINDS",
+           "Predictor", "Stage", "StepRecord", "TrainState", "TrainStep", "check_record"]
 
-@dataclass
-class TrainState:
-    """What a loss may depend on besides the batch: progress and scheduled values."""
-
-    step: int = 0
-    total_steps: int = 1
-    epoch: int = 0
-    # Probability of feeding the ground truth (not the model's own output) at the next step;
-    # the engine sets it from the inverse-sigmoid scheduled-sampling schedule (1.0 = off).
-    teacher_forcing: float = 1.0
-    extras: dict[str, Any] = field(default_factory=dict)
+INPUT_KINDS = ("rgb", "labels", "flow")
+OUTPUT_KINDS = ("frames", "labels", "probs", "flow")
+EXTRA_KINDS = ("image", "mask", "flow")
 
 
 @dataclass(frozen=True)
-class TrainStep:
-    """One named optimisation step: its parameters and the loss that trains them."""
+class Extra:
+    """A named map a predictor reports beside its outputs: ``image`` (C channels in [0, 1]),
+    ``mask`` (1 channel in [0, 1]) or ``flow`` (2 channels, pixels; ``description`` says which way)."""
 
-    name: str
-    params: Callable[[], list[nn.Parameter]]
-    loss: Callable[[Batch, TrainState], Losses]
+    kind: str
+    description: str
+
+    def __post_init__(self):
+        if self.kind not in EXTRA_KINDS:
+            raise ValueError(f"extra kind must be one of {EXTRA_KINDS}, got {self.kind!r}")
 
 
-class Predictor(nn.Module):
-    name: ClassVar[str] = ""
+@dataclass
+class StepRecord:
+    """One future time step of ``B`` clips x ``S`` samples.
+
+    ``frames`` ``(B, S, C, H, W)`` in [0, 1]; ``labels`` int64 ``(B, S, H, W)`` class ids;
+    ``probs`` ``(B, S, K, H, W)`` class probabilities; ``flow`` ``(B, S, 2, H, W)``: forward flow
+    from the previous frame into this step's frame (what the data's ``flow[:, t-1]`` holds);
+    ``extras`` name -> ``(B, S, c, H, W)`` as the predictor's ``extras`` declares them.
+    """
+
+    frames: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    probs: torch.Tensor | None = None
+    flow: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def get(self, kind: str) -> torch.Tensor | None:
+        return getattr(self, kind)
+
+    def kinds(self) -> set[str]:
+        return {k for k in OUTPUT_KINDS if getattr(self, k) is not None}
+
+
+class Predictor(Trainable):
     inputs: ClassVar[frozenset[str]] = frozenset({"rgb"})
-
-    def __init__(self, config: Any):
-        super().__init__()
-        self.config = config
-
-    # --- training ----------------------------------------------------------------------------
-    def loss(self, batch: Batch, state: TrainState) -> Losses:
-        """Loss terms for the single-step case; must contain ``"loss"`` (the total)."""
-        raise NotImplementedError(f"{type(self).__name__} defines no loss")
-
-    def train_steps(self) -> list[TrainStep]:
-        return [TrainStep("model", lambda: [p for p in self.parameters() if p.requires_grad], self.loss)]
-
-    def forward(self, batch: Batch, step: str = "model", state: TrainState | None = None) -> Losses:
-        state = state or TrainState()
-        for s in self.train_steps():
-            if s.name == step:
-                return s.loss(batch, state)
-        raise KeyError(f"{type(self).__name__} has no training step {step!r}")
+    outputs: ClassVar[frozenset[str]] = frozenset({"frames"})
+    extras: ClassVar[dict[str, Extra]] = {}
 
     # --- inference ---------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, context: Batch, horizon: int, samples: int = 1,
-                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    def predict(self, context: Batch, horizon: int, samples: int = 1, generator: torch.Generator | None = None,
+                *, want_extras: bool = False) -> Iterator[StepRecord]:
         raise NotImplementedError(f"{type(self).__name__} cannot predict")
 
-    def validate(self, batch: Batch, state: TrainState) -> dict[str, float]:
-        """Validation numbers for one batch; by default the training loss terms."""
-        return {k: float(v) for k, v in self(batch, self.train_steps()[0].name, state).items()}
+    # Named alternatives to ``frames`` that `vpcli eval --head NAME` can score instead: head name ->
+    # an ``image`` extra (SLAMP's appearance and motion heads, App. D Table 7). ``fused`` is frames.
+    heads: ClassVar[dict[str, str]] = {}
+
+    def label_classes(self) -> int | None:
+        """Label classes of the labels it reads or makes (None when it has none)."""
+        return getattr(self.config, "num_classes", None)
 
 
-def has_components(model) -> bool:
-    """Whether the predictor's ``predict`` takes ``components=`` (a dict it refills at every step
-    with that step's parts: flow, mask, the heads -- SLAMP and SLAMP-Baseline)."""
-    try:
-        return "components" in inspect.signature(model.predict).parameters
-    except (TypeError, ValueError):
-        return False
+def check_record(record: Any, model: Predictor, step: int, *, batch: int, samples: int,
+                 size: tuple[int, int], channels: int | None, want_extras: bool) -> StepRecord:
+    """The record a predictor yielded at ``step``, checked against what it declares; a
+    :class:`ContractError` names the method, the step and what is wrong."""
+    who = f"{model.name or type(model).__name__}.predict"
+    if not isinstance(record, StepRecord):
+        raise ContractError(f"{who} yielded a {type(record).__name__} at step {step}, not a StepRecord",
+                            "the predictor breaks the Predictor contract (vpcli.predictors.base)")
+    have = record.kinds()
+    if have != set(model.outputs):
+        raise ContractError(f"{who} yielded {sorted(have)} at step {step} but declares outputs "
+                            f"{sorted(model.outputs)}", "the predictor breaks the Predictor contract")
+    b, s, (h, w) = batch, samples, size
+    expect = {"frames": (b, s, channels, h, w) if channels else None, "labels": (b, s, h, w), "flow": (b, s, 2, h, w)}
+    for kind in have:
+        t = record.get(kind)
+        want = expect.get(kind)
+        if kind == "probs":
+            want = (b, s, t.shape[2], h, w)
+        if want is not None and tuple(t.shape) != want:
+            raise ContractError(f"{who} yielded {kind} of shape {tuple(t.shape)} at step {step}; expected {want}",
+                                "the predictor breaks the Predictor contract")
+    if record.labels is not None and record.labels.dtype != torch.int64:
+        raise ContractError(f"{who} yielded labels of dtype {record.labels.dtype} at step {step}; expected int64",
+                            "the predictor breaks the Predictor contract")
+    if want_extras:
+        if set(record.extras) != set(model.extras):
+            raise ContractError(f"{who} yielded extras {sorted(record.extras)} at step {step} but declares "
+                                f"{sorted(model.extras)}", "the predictor breaks the Predictor contract")
+        for name, t in record.extras.items():
+            if tuple(t.shape[:2]) != (b, s) or tuple(t.shape[-2:]) != (h, w):
+                raise ContractError(f"{who} yielded extra {name!r} of shape {tuple(t.shape)} at step {step}; "
+                                    f"expected ({b}, {s}, c, {h}, {w})", "the predictor breaks the Predictor contract")
+    return record

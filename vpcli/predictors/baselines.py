@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vpcli.nn.convlstm import ConvLSTM
-from vpcli.predictors.base import Batch, Losses, Predictor, TrainState, TrainStep
+from vpcli.predictors.base import Batch, Losses, Predictor, StepRecord, TrainState, TrainStep
 from vpcli.registry import register
 
 
@@ -32,11 +32,11 @@ class CopyLast(Predictor):
 
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1,
-                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+                generator: torch.Generator | None = None, *, want_extras: bool = False) -> Iterator[StepRecord]:
         last = context["rgb"][:, -1]  # (B, C, H, W)
         out = last.unsqueeze(1).expand(-1, samples, -1, -1, -1)  # (B, S, C, H, W)
         for _ in range(horizon):
-            yield out
+            yield StepRecord(frames=out)
 
 
 @dataclass
@@ -56,6 +56,7 @@ class ConvLSTMConfig:
 @register("predictor", "convlstm", config_cls=ConvLSTMConfig, description="deterministic ConvLSTM baseline")
 class ConvLSTMPredictor(Predictor):
     name = "convlstm"
+    validation_metric = ("mse", "min")  # MSE of the future frames (here also the whole loss)
 
     def __init__(self, config: ConvLSTMConfig):
         super().__init__(config)
@@ -85,11 +86,11 @@ class ConvLSTMPredictor(Predictor):
 
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1,
-                generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+                generator: torch.Generator | None = None, *, want_extras: bool = False) -> Iterator[StepRecord]:
         rgb = context["rgb"]  # (B, C_t, C, H, W); deterministic: samples are copies
         states = None
         for t in range(rgb.shape[1]):
             pred, states = self._step(rgb[:, t], states)
         for _ in range(horizon):
-            yield pred.unsqueeze(1).expand(-1, samples, -1, -1, -1)
+            yield StepRecord(frames=pred.unsqueeze(1).expand(-1, samples, -1, -1, -1))
             pred, states = self._step(pred, states)

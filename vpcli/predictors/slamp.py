@@ -79,7 +79,7 @@ from vpcli.nn.gaussian_lstm import (
 )
 from vpcli.nn.se import SqueezeExcitation
 from vpcli.nn.warp import backward_warp
-from vpcli.predictors.base import Batch, Losses, Predictor, TrainState
+from vpcli.predictors.base import Batch, Extra, Losses, Predictor, StepRecord, TrainState
 from vpcli.registry import register
 
 Backbone = Literal["dcgan64", "vgg64", "kitti", "cityscapes"]
@@ -202,6 +202,20 @@ def _init_weights(module: nn.Module) -> None:
 
 class _SLAMPFamily(Predictor):
     """Encoders, decoders and the recurrence of both models; subclasses add their latents."""
+
+    # Eq. 1's parts of every predicted frame (`vpcli predict --save-components`), and the heads
+    # `vpcli eval --head` scores instead of the fused frame (App. D, Table 7).
+    extras = {
+        "flow": Extra("flow", "f_t: backward flow of the predicted frame into the previous one, (u, v) pixels"),
+        "mask": Extra("mask", "m_t: the weight of the pixel decoder's frame against the warped frame (Eq. 1)"),
+        "pixel": Extra("image", "x^p_t: the pixel decoder's frame (appearance head)"),
+        "warped": Extra("image", "x^f_t: the previous frame warped by f_t (motion head)"),
+        "average": Extra("image", "(x^p_t + x^f_t) / 2: both heads without the mask"),
+    }
+    heads = {"static": "pixel", "dynamic": "warped", "average": "average"}
+    # Best checkpoint by the validation ELBO of Eq. 3 (L2 terms + beta KL), the objective itself: the
+    # authors keep their last checkpoint and select none, so there is no published criterion.
+    validation_metric = ("loss", "min")
 
     def __init__(self, config: _Common, g_app: int, g_flow: int):
         super().__init__(config)
@@ -342,9 +356,8 @@ class _SLAMPFamily(Predictor):
     # --- inference ---------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1, generator: torch.Generator | None = None,
-                *, noise: NoiseFn | None = None, components: dict[str, torch.Tensor] | None = None,
-                ) -> Iterator[torch.Tensor]:
-        """Yield ``horizon`` frames ``(B, S, C, H, W)`` in [0, 1], one step at a time.
+                *, want_extras: bool = False, noise: NoiseFn | None = None) -> Iterator[StepRecord]:
+        """Yield ``horizon`` step records, frames ``(B, S, C, H, W)`` in [0, 1], one step at a time.
 
         Context steps draw latents from the posteriors, later steps from the learned priors
         (Sec. 3.4, Fig. 10), so each sample reads its context through its own posterior draws as
@@ -352,11 +365,8 @@ class _SLAMPFamily(Predictor):
         recurrent part and the generated frames run at ``B * S``. ``noise`` replaces the Gaussian
         draws (see :data:`NoiseFn`); otherwise they come from ``generator``.
 
-        ``components``, when given, is refilled before each yield with that step's parts, each
-        ``(B, S, ...)``: ``app`` (x^p_t, pixel decoder, C channels), ``flow`` (f_t, backward flow of
-        the predicted frame into the previous one, 2 channels (u, v) in pixels), ``motion`` (x^f_t,
-        the previous frame warped by f_t, C channels) and ``mask`` (m_t, 1 channel: the weight of
-        ``app`` in Eq. 1). Filling it changes nothing else (same frames, same random draws).
+        With ``want_extras`` each record also holds the step's parts (``extras`` above), each
+        ``(B, S, c, H, W)``; asking for them changes nothing else (same frames, same draws).
         """
         rgb = context["rgb"]                                 # (B, T0, C, H, W)
         self._check(rgb)
@@ -388,10 +398,13 @@ class _SLAMPFamily(Predictor):
             g_app, g_flow, _ = self._latent_step(st, cur.h, last_motion, None, t, eps)
             out = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in)
             x_hat = out.x
-            if components is not None:                       # (B*S, ...) -> (B, S, ...)
-                components.update({k: getattr(out, k).view(b, s, *getattr(out, k).shape[1:])
-                                   for k in ("app", "flow", "motion", "mask")})
-            yield x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:])  # (B*S, C, H, W) -> (B, S, C, H, W)
+            extras = {}
+            if want_extras:                                  # (B*S, ...) -> (B, S, ...)
+                def bs(v: torch.Tensor) -> torch.Tensor:
+                    return v.view(b, s, *v.shape[1:])
+                extras = {"flow": bs(out.flow), "mask": bs(out.mask), "pixel": bs(out.app),
+                          "warped": bs(out.motion), "average": bs((out.app + out.motion) / 2)}
+            yield StepRecord(frames=x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:]), extras=extras)
             if k + 1 < horizon:                              # the prediction is the next input
                 nxt = self.encode(x_hat)
                 last_motion, last_mskip = self.motion(cur.m, nxt.m)

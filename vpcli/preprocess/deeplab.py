@@ -15,9 +15,10 @@ the paper uses two, VainF one (the default, so its checkpoints load).
 Upsampling is bilinear with ``align_corners=False`` everywhere (VainF). Parameter names are our
 own; :mod:`vpcli.weights.convert_deeplab` maps VainF's names onto them one-to-one.
 
-The model is a :class:`~vpcli.predictors.base.Predictor` for its *training half* only, so that
-:class:`vpcli.engine.trainer.Trainer` trains it: ``model(batch_dict, step, state)`` returns the
-losses (pixel-wise cross-entropy, ignore index 255) while ``model(images)`` returns logits.
+The model is a :class:`~vpcli.trainable.Trainable` (the small training contract shared with the
+predictors), so that :class:`vpcli.engine.trainer.Trainer` trains it: its one step's loss is the
+pixel-wise cross-entropy (ignore index 255), ``model(images)`` returns logits, and the best
+checkpoint is chosen by validation mIoU.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from torch.nn import functional as F
 
 from vpcli.errors import ConfigError
 from vpcli.nn.backbones_seg import BACKBONES, ConvBNAct, build_backbone, init_weights
-from vpcli.predictors.base import Batch, Losses, Predictor, TrainState
+from vpcli.trainable import Batch, Losses, Trainable, TrainState
 from vpcli.registry import register
 
 __all__ = ["ASPP", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "DeepLabConfig", "DeepLabV3Plus"]
@@ -145,9 +146,9 @@ class ASPP(nn.Module):
 
 @register("segmenter", "deeplabv3plus", config_cls=DeepLabConfig,
           description="DeepLabV3+ (MobileNetV2 / ResNet-50 / ResNet-101 backbone)")
-class DeepLabV3Plus(Predictor):
+class DeepLabV3Plus(Trainable):
     name = "deeplabv3plus"
-    inputs = frozenset({"rgb", "labels"})
+    validation_metric = ("miou", "max")
 
     def __init__(self, config: DeepLabConfig | dict[str, Any] | None = None, **overrides: Any):
         if config is None or isinstance(config, dict):
@@ -193,7 +194,7 @@ class DeepLabV3Plus(Predictor):
         return self.logits(images).argmax(1)
 
     def forward(self, x: Tensor | Batch, step: str = "model", state: TrainState | None = None):
-        """Logits for an image tensor; the training losses for a batch dict (Predictor contract)."""
+        """Logits for an image tensor; the training losses for a batch dict (Trainable contract)."""
         if isinstance(x, dict):
             return super().forward(x, step, state)
         return self.logits(x)

@@ -50,6 +50,7 @@ from torch import nn
 
 from vpcli.errors import UsageError, VpcliError, WeightsError
 from vpcli.preprocess import FlowEstimator
+from vpcli.trainable import Trainable
 
 SEARCH_RANGE = 4
 NUM_DISPLACEMENTS = (2 * SEARCH_RANGE + 1) ** 2          # 81
@@ -266,14 +267,22 @@ class PWCNetConfig:
         return cls(search_range=r, pyramid_channels=pyramid, dense_channels=dense, context_channels=context)
 
 
-class PWCNet(nn.Module):
+class PWCNet(Trainable):
     """``forward(img1, img2)``: RGB ``(B, 3, H, W)`` in [0, 1], H and W multiples of 64 ->
     flow ``(B, 2, H/4, W/4)`` from img1 to img2 in pixels of the input. Use
-    :func:`estimate_pwcnet` for any size."""
+    :func:`estimate_pwcnet` for any size.
+
+    A :class:`~vpcli.trainable.Trainable` (the training contract shared with the predictors), so
+    :class:`vpcli.engine.trainer.Trainer` trains it on batches ``{"rgb": (B, 2, 3, H, W)`` frame
+    pairs, ``"flow": (B, 1, 2, H, W)`` forward flow of each pair``}``: one step, the paper's
+    multi-scale loss; the best checkpoint is chosen by validation EPE (pixels, full resolution)."""
+
+    name = "pwcnet"
+    validation_metric = ("epe", "min")
 
     def __init__(self, config: PWCNetConfig | None = None):
-        super().__init__()
-        self.config = config = config or PWCNetConfig()
+        config = config or PWCNetConfig()
+        super().__init__(config)
         self.extractor = FeaturePyramid(config.pyramid_channels)
         self.decoders = nn.ModuleDict({f"level{lv}": FlowDecoder(lv, config) for lv in LEVELS})
         self.context = ContextNetwork(_decoder_in(2, config) + sum(config.dense_channels), config.context_channels)
@@ -299,6 +308,29 @@ class PWCNet(nn.Module):
             flows.append(flow)
         flows[-1] = flow + self.context(feat)
         return flows
+
+
+    # --- training contract ----------------------------------------------------------------
+    @staticmethod
+    def _pair(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rgb, flow = batch["rgb"], batch["flow"]  # (B, 2, 3, H, W), (B, 1, 2, H, W)
+        if rgb.dim() != 5 or rgb.shape[1] != 2 or flow.shape[1] != 1:
+            raise ValueError(f"PWC-Net trains on frame pairs rgb (B, 2, 3, H, W) and flow (B, 1, 2, H, W), got "
+                             f"{tuple(rgb.shape)} and {tuple(flow.shape)}")
+        return rgb[:, 0], rgb[:, 1], flow[:, 0]
+
+    def loss(self, batch: dict, state) -> dict[str, torch.Tensor]:
+        a, b, gt = self._pair(batch)
+        loss = multiscale_loss(self.forward_levels(a, b), gt)
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def validate(self, batch: dict, state) -> dict[str, float]:
+        a, b, gt = self._pair(batch)
+        flows = self.forward_levels(a, b)
+        up = F.interpolate(flows[-1].float() * FLOW_SCALE, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        return {"loss": float(multiscale_loss(flows, gt)),
+                "epe": float(torch.linalg.vector_norm(up - gt.float(), dim=1).mean())}
 
 
 def multiscale_loss(flows: list[torch.Tensor], target: torch.Tensor,

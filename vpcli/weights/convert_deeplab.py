@@ -313,26 +313,3 @@ def convert_vainf_file(src: str | os.PathLike, dst: str | os.PathLike, arch: str
                                                "converted_from": f"VainF/DeepLabV3Plus-Pytorch {arch}"})
     write_text(dst.parent / f"{dst.stem}.config.json", json.dumps({"arch": "deeplabv3plus", **cfg}, indent=2) + "\n")
     return cfg
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m vpcli.weights.convert_deeplab SRC.pth DST.safetensors --arch A``, kept for old scripts:
-    runs ``vpcli weights convert --from deeplab-vainf SRC.pth --out DST.safetensors --arch A``."""
-    import argparse
-
-    from vpcli.cli.app import main as vpcli_main
-    ap = argparse.ArgumentParser(prog="python -m vpcli.weights.convert_deeplab",
-                                 description="Same as: vpcli weights convert --from deeplab-vainf SRC --out DST ...")
-    ap.add_argument("src")
-    ap.add_argument("dst")
-    ap.add_argument("--arch", required=True, help="mobilenet, resnet50 or resnet101 (or VainF's deeplabv3plus_* name)")
-    ap.add_argument("--output-stride", default="16")
-    ap.add_argument("--input-size", default="1024x2048")
-    ap.add_argument("--fp16", action="store_true")
-    a = ap.parse_args(argv)
-    vpcli_main(["weights", "convert", "--from", "deeplab-vainf", a.src, "--out", a.dst, "--arch", a.arch,
-                "--output-stride", a.output_stride, "--input-size", a.input_size] + ["--fp16"] * a.fp16)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,10 @@
 """sha256 of weights files, remembered so that loading the same file again costs one ``stat``.
 
-A hash is stored under the key (real path, size, mtime_ns): replacing or editing the file changes
-the key and forces a re-hash. The memo lives in memory and in ``<cache>/sha256-cache.json``
+A hash is stored under the key (real path, device, inode, size, mtime_ns, ctime_ns): replacing or
+editing the file changes the key and forces a re-hash. mtime alone is not enough: a user (or a
+tool) can put it back with ``os.utime`` after editing a file in place, but no user can set the
+ctime, which the kernel moves to "now" on every write, chmod and utime; the inode changes when a
+file is replaced by another. The memo lives in memory and in ``<cache>/sha256-cache.json``
 (written atomically), so a new process does not re-read a large checkpoint either.
 ``vpcli weights verify`` passes ``trust_cache=False`` to read every byte again.
 """
@@ -14,7 +17,9 @@ from pathlib import Path
 
 CHUNK = 1 << 20
 MEMO_FILE = "sha256-cache.json"
-MEMO_MAX_ENTRIES = 1024  # oldest dropped first; one entry is ~200 bytes
+MEMO_MAX_ENTRIES = 1024  # oldest dropped first; one entry is ~250 bytes
+MEMO_VERSION = 2  # version 1 keyed on (path, size, mtime) only: its entries are not trusted
+_KEY_FIELDS = 5  # after the path: dev, ino, size, mtime_ns, ctime_ns
 
 # Loaded memo per cache folder (tests and users may switch $VPCLI_CACHE within one process).
 _memos: dict[Path, dict[str, str]] = {}
@@ -61,7 +66,7 @@ def forget(path: str | os.PathLike) -> None:
     """Drop every memo entry for this file (called before a bad file is deleted)."""
     real = os.path.realpath(path)
     memo = _memo()
-    stale = [k for k in memo if k.rsplit("|", 2)[0] == real]
+    stale = [k for k in memo if k.rsplit("|", _KEY_FIELDS)[0] == real]
     for k in stale:
         del memo[k]
     if stale:
@@ -75,7 +80,7 @@ def clear_memory() -> None:
 
 def _key(path: str | os.PathLike) -> str:
     st = os.stat(path)
-    return f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{os.path.realpath(path)}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
 
 
 def _memo() -> dict[str, str]:
@@ -90,8 +95,8 @@ def _read(file: Path) -> dict[str, str]:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # missing or damaged: start over, it is only a cache
-    entries = data.get("entries") if isinstance(data, dict) else None
-    if not isinstance(entries, dict):
+    entries = data.get("entries") if isinstance(data, dict) and data.get("version") == MEMO_VERSION else None
+    if not isinstance(entries, dict):  # also an older memo, whose keys an in-place edit could match
         return {}
     return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, str)}
 
@@ -103,6 +108,6 @@ def _save(memo: dict[str, str]) -> None:
     while len(memo) > MEMO_MAX_ENTRIES:
         del memo[next(iter(memo))]
     try:
-        write_text(vpcli_cache_dir() / MEMO_FILE, json.dumps({"version": 1, "entries": memo}, indent=0))
+        write_text(vpcli_cache_dir() / MEMO_FILE, json.dumps({"version": MEMO_VERSION, "entries": memo}, indent=0))
     except (OSError, VpcliError):
         pass  # a read-only cache only costs speed, never correctness

@@ -9,7 +9,7 @@ A manifest is a YAML file (read with ``yaml.safe_load``)::
         arch: slamp                     # registry name of the architecture
         config: {hidden: 128}           # a mapping, or a file path relative to this manifest
         source:                         # exactly one of the three kinds:
-          bundled: assets/weights/slamp-mmnist.safetensors   # relative to this manifest's folder
+          bundled: assets/weights/slamp-mmnist.safetensors   # relative to this manifest's folder (*)
           # hub: {repo_id: org/name, revision: <40-hex commit>, filename: model.safetensors}
           # url: https://example.org/slamp-mmnist.safetensors
         sha256: <64 hex digits>         # always checked by vpcli itself (see UNPUBLISHED below)
@@ -18,9 +18,12 @@ A manifest is a YAML file (read with ``yaml.safe_load``)::
         metrics: {psnr: 18.2}           # what it scored, on what; may be {}
         description: optional free text
 
-The bundled manifest (``vpcli/weights_manifest.yaml``) is read first, then every file in
+The bundled manifest (``weights_manifest.yaml`` at the repository root, packaged into the wheel;
+see :data:`BUNDLED_MANIFEST`) is read first, then every file in
 ``$VPCLI_MANIFEST`` (``os.pathsep``-separated), then ``--manifest`` files. Later manifests may add
 entries but never redefine a name: a name defined twice is an error naming both places.
+(*) The bundled manifest is the exception: its relative paths start from the vpcli package
+folder (:data:`PACKAGE_DIR`, which holds ``assets/weights/``), in a checkout and installed alike.
 
 A ``url`` source whose publisher gives no hash (VainF's DeepLabV3+ and sniklaus' PWC-Net
 checkpoints) may say ``sha256: unpublished``: vpcli then downloads it only when asked to
@@ -48,11 +51,33 @@ from vpcli.errors import ManifestError, WeightsError
 
 MANIFEST_VERSION = 1
 ENV_VAR = "VPCLI_MANIFEST"
-BUNDLED_MANIFEST = Path(__file__).resolve().parent.parent / "weights_manifest.yaml"
+MANIFEST_NAME = "weights_manifest.yaml"
+# The vpcli package folder. Relative paths in the bundled manifest (``assets/weights/...``) are
+# taken from here, wherever the manifest itself lies: at the repository root in a checkout, copied
+# into the package by the wheel build (setup.py) when installed.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _bundled_locations() -> tuple[Path, ...]:
+    """Where the bundled manifest may lie, preferred first: the root of a source checkout (the
+    folder above the package holds pyproject.toml), then the copy inside an installed package."""
+    root = PACKAGE_DIR.parent
+    checkout = (root / MANIFEST_NAME,) if (root / "pyproject.toml").is_file() else ()
+    return (*checkout, PACKAGE_DIR / MANIFEST_NAME)
+
+
+BUNDLED_LOCATIONS = _bundled_locations()
+BUNDLED_MANIFEST = next((p for p in BUNDLED_LOCATIONS if p.is_file()), BUNDLED_LOCATIONS[-1])
+
+
+def files_base(manifest: Path) -> Path:
+    """The folder a manifest's relative paths start from: :data:`PACKAGE_DIR` for the bundled
+    manifest, the manifest's own folder for every other."""
+    return PACKAGE_DIR if Path(os.path.abspath(manifest)) in BUNDLED_LOCATIONS else Path(manifest).parent
 
 TASKS = ("predictor", "segmenter", "flow", "metric")
 REQUIRED_FIELDS = ("name", "task", "arch", "config", "source", "sha256", "license", "trained_on", "metrics")
-OPTIONAL_FIELDS = ("description",)
+OPTIONAL_FIELDS = ("description", "parts")
 ENTRY_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 TOP_FIELDS = ("version", "weights")
 SOURCE_KINDS = ("bundled", "hub", "url")
@@ -144,6 +169,7 @@ class WeightsEntry:
     description: str | None
     manifest: Path
     index: int
+    parts: tuple[str, ...] | None = None  # the parts of a multi-part method the file holds (None: all)
 
     @property
     def published(self) -> bool:
@@ -167,10 +193,11 @@ class WeightsEntry:
                                     "config paths are relative to the manifest's folder") from None
             except yaml.YAMLError as e:
                 raise ManifestError(f"{self.where}: config file {self.config} is not valid YAML/JSON: "
-                                    f"{_one_line(e)}") from None
+                                    f"{_one_line(e)}", "fix the syntax of that config file (YAML or JSON)") from None
             if not isinstance(data, dict):
                 raise ManifestError(f"{self.where}: config file {self.config} must hold a mapping, "
-                                    f"got {type(data).__name__}")
+                                    f"got {type(data).__name__}",
+                                    "the config file holds the model config as 'key: value' pairs")
             return data
         return dict(self.config)
 
@@ -187,6 +214,7 @@ class WeightsEntry:
             "trained_on": self.trained_on,
             "metrics": _plain(self.metrics),
             "description": self.description,
+            "parts": list(self.parts) if self.parts else None,
             "manifest": str(self.manifest),
         }
 
@@ -282,11 +310,13 @@ def load_manifest(path: str | os.PathLike) -> list[WeightsEntry]:
         raise ManifestError(f"manifest file not found: {path}",
                             f"check the paths given with --manifest and in ${ENV_VAR}") from None
     except OSError as e:
-        raise ManifestError(f"cannot read manifest {path}: {e.strerror}") from None
+        raise ManifestError(f"cannot read manifest {path}: {e.strerror}",
+                            "check that the file is readable (permissions), or drop that --manifest") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ManifestError(f"{path}: not valid YAML: {_one_line(e)}") from None
+        raise ManifestError(f"{path}: not valid YAML: {_one_line(e)}",
+                            "fix the YAML at that line: 'key: value' pairs, entries under weights: as '- name: ...', indented by spaces") from None
     return parse_manifest(data, path)
 
 
@@ -322,7 +352,8 @@ def parse_manifest(data: Any, path: Path) -> list[WeightsEntry]:
 def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
     where = f"{path}: weights[{index}]"
     if not isinstance(item, dict):
-        raise ManifestError(f"{where}: an entry must be a mapping, got {type(item).__name__}")
+        raise ManifestError(f"{where}: an entry must be a mapping, got {type(item).__name__}",
+                            "each item under weights: is a mapping starting with '- name: NAME'")
     name = item.get("name")
     if isinstance(name, str):
         where += f" '{name}'"
@@ -330,7 +361,7 @@ def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
 
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ManifestError(f"{where}: field 'name' must be letters, digits, '.', '_' or '-' "
-                            f"(starting with a letter or digit), got {name!r}")
+                            f"(starting with a letter or digit), got {name!r}", "e.g. name: slamp-movingdigits")
     task = item["task"]
     if task not in TASKS:
         close = difflib.get_close_matches(str(task), TASKS, n=1)
@@ -358,7 +389,18 @@ def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
         description=_text(item, "description", where) if item.get("description") is not None else None,
         manifest=path,
         index=index,
+        parts=_parse_parts(item.get("parts"), where),
     )
+
+
+def _parse_parts(value: Any, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and _NAME_RE.fullmatch(v)
+                                                           for v in value):
+        raise ManifestError(f"{where}: field 'parts' must be a list of part names, got {_short(value)}",
+                            "e.g. parts: [structure]; leave it out for a file holding every part")
+    return tuple(value)
 
 
 def _parse_config(value: Any, where: str, path: Path) -> Mapping[str, Any] | Path:
@@ -368,8 +410,9 @@ def _parse_config(value: Any, where: str, path: Path) -> Mapping[str, Any] | Pat
         if os.path.isabs(value):
             raise ManifestError(f"{where}: field 'config' must be a mapping or a relative file path, "
                                 f"got the absolute path {value!r}", "paths are relative to the manifest's folder")
-        return path.parent / value
-    raise ManifestError(f"{where}: field 'config' must be a mapping or a relative file path, got {_short(value)}")
+        return files_base(path) / value
+    raise ManifestError(f"{where}: field 'config' must be a mapping or a relative file path, got {_short(value)}",
+                        "e.g. config: {arch: ..., ...} or config: configs/NAME.yaml")
 
 
 def _parse_metrics(value: Any, where: str) -> Mapping[str, Any]:
@@ -377,7 +420,7 @@ def _parse_metrics(value: Any, where: str) -> Mapping[str, Any]:
         return MappingProxyType({})
     if not isinstance(value, dict):
         raise ManifestError(f"{where}: field 'metrics' must be a mapping (may be empty: {{}}), "
-                            f"got {type(value).__name__}")
+                            f"got {type(value).__name__}", "e.g. metrics: {psnr: 14.1}, or metrics: {}")
     return MappingProxyType(dict(value))
 
 
@@ -397,51 +440,85 @@ def _parse_source(value: Any, where: str, path: Path) -> Source:
         raise ManifestError(f"{where}: field 'source.{options[0]}' applies only to url sources",
                             "hub and bundled sources name their file themselves")
     if kind is None:  # only reachable for an empty-after-check mapping; _check_keys caught typos
-        raise ManifestError(f"{where}: field 'source' needs one of {', '.join(SOURCE_KINDS)}")
+        raise ManifestError(f"{where}: field 'source' needs one of {', '.join(SOURCE_KINDS)}",
+                            "e.g. source: {bundled: assets/weights/x.safetensors}")
     spec = value[kind]
 
     if kind == "bundled":
         if not isinstance(spec, str) or not spec.strip() or os.path.isabs(spec):
             raise ManifestError(f"{where}: field 'source.bundled' must be a file path relative to the "
-                                f"manifest's folder, got {_short(spec)}")
-        return BundledSource(relpath=spec, path=Path(os.path.normpath(path.parent / spec)))
+                                f"manifest's folder, got {_short(spec)}",
+                                "e.g. source: {bundled: assets/weights/x.safetensors}")
+        base = files_base(path)
+        bundled = Path(os.path.normpath(base / spec))
+        _check_inside(bundled, base, spec, where)
+        return BundledSource(relpath=spec, path=bundled)
 
     if kind == "hub":
         field_where = f"{where}: source.hub"
         if not isinstance(spec, dict):
             raise ManifestError(f"{field_where} must be a mapping with {', '.join(HUB_FIELDS)}, "
-                                f"got {_short(spec)}")
+                                f"got {_short(spec)}",
+                                "e.g. hub: {repo_id: owner/name, revision: <40-hex commit>, filename: model.safetensors}")
         _check_keys(spec, HUB_FIELDS, field_where, required=HUB_FIELDS)
         repo_id, revision, filename = spec["repo_id"], spec["revision"], spec["filename"]
         if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id):
             raise ManifestError(f"{where}: field 'source.hub.repo_id' must look like 'owner/name', "
-                                f"got {_short(repo_id)}")
+                                f"got {_short(repo_id)}", "e.g. repo_id: vpcli/slamp-weights")
         if not isinstance(revision, str) or not _HEX40_RE.fullmatch(revision):
             raise ManifestError(
                 f"{where}: field 'source.hub.revision' must be a full commit hash (40 lower-case hex "
                 f"characters), got {_short(revision)}",
                 "pin a commit, not a branch or tag: copy the full hash from the repo's history")
-        if not isinstance(filename, str) or not filename.strip() or filename.startswith("/"):
-            raise ManifestError(f"{where}: field 'source.hub.filename' must be a path inside the repo, "
-                                f"got {_short(filename)}")
+        if not isinstance(filename, str) or not _is_repo_path(filename):
+            raise ManifestError(f"{where}: field 'source.hub.filename' must be a path inside the repo "
+                                f"('/'-separated names, no '..', '.', empty or absolute parts), got {_short(filename)}",
+                                "write the file's path as the repo's file list shows it, e.g. model.safetensors")
         return HubSource(repo_id=repo_id, revision=revision, filename=filename)
 
     # kind == "url"
     if not isinstance(spec, str):
-        raise ManifestError(f"{where}: field 'source.url' must be an https URL, got {_short(spec)}")
+        raise ManifestError(f"{where}: field 'source.url' must be an https URL, got {_short(spec)}",
+                            "e.g. url: https://example.org/files/model.safetensors")
     parts = urlsplit(spec)
     # Plain http is accepted only for loopback hosts (local mirrors, tests); the sha256 pins content.
     secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS)
     if not secure or not parts.netloc or not parts.path.strip("/"):
-        raise ManifestError(f"{where}: field 'source.url' must be an https URL of a file, got {_short(spec)}")
+        raise ManifestError(f"{where}: field 'source.url' must be an https URL of a file, got {_short(spec)}",
+                            "e.g. url: https://example.org/files/model.safetensors")
     filename = value.get("filename")
     if filename is not None and (not isinstance(filename, str) or not _NAME_RE.fullmatch(filename)):
         raise ManifestError(f"{where}: field 'source.filename' must be a plain file name (letters, digits, "
-                            f"'.', '_', '-'), got {_short(filename)}")
-    return UrlSource(url=spec, name=filename)
+                            f"'.', '_', '-'), got {_short(filename)}", "e.g. filename: model.safetensors")
+    source = UrlSource(url=spec, name=filename)
+    # The cached file is named after the URL's last segment (unquoted) unless `filename:` says
+    # otherwise: it must pass the same rule, or '..%2F..%2Fx' would name a file outside the cache.
+    if filename is None and not _NAME_RE.fullmatch(source.filename):
+        raise ManifestError(f"{where}: field 'source.url' must end in a plain file name (letters, digits, '.', "
+                            f"'_', '-'), but its last segment unquotes to {_short(source.filename)}",
+                            "add `filename: NAME` to the source to name the downloaded file")
+    return source
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def _check_inside(target: Path, base: Path, spec: str, where: str) -> None:
+    """A bundled file must lie inside the folder the manifest's paths start from (``base``: see
+    :func:`files_base`), compared after normalising '..'."""
+    base = Path(os.path.normpath(os.path.abspath(base)))
+    if not Path(os.path.normpath(os.path.abspath(target))).is_relative_to(base):
+        raise ManifestError(f"{where}: field 'source.bundled' names a file outside {base}, the folder its "
+                            f"paths start from: {_short(spec)}",
+                            "bundled files ship with their manifest; give a path inside that folder, or use "
+                            "--weights /path/to/file for a file elsewhere")
+
+
+def _is_repo_path(name: str) -> bool:
+    """A relative, '/'-separated path of plain parts: nothing that can leave the repo's snapshot."""
+    if not name.strip() or "\\" in name or "\0" in name or name.startswith("/"):
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
 
 def _check_keys(mapping: dict, valid: Sequence[str], where: str, *, required: Sequence[str]) -> None:
     """Unknown keys first (a typo also makes the real key look missing), then missing ones."""
@@ -460,7 +537,8 @@ def _check_keys(mapping: dict, valid: Sequence[str], where: str, *, required: Se
 def _text(item: dict, key: str, where: str) -> str:
     value = item[key]
     if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"{where}: field '{key}' must be a non-empty string, got {_short(value)}")
+        raise ManifestError(f"{where}: field '{key}' must be a non-empty string, got {_short(value)}",
+                            "write it as text, e.g. license: MIT")
     return value
 
 

@@ -441,7 +441,7 @@ def _progress_bar(progress: Progress | None) -> type:
 def _from_url(entry: WeightsEntry, src: UrlSource, *, download: bool,
               progress: Progress | None) -> tuple[Path, bool]:
     """(the cached file, whether this call recorded a first-use sha256)."""
-    dest = url_cache_path(entry)
+    dest = _inside_cache(entry, url_cache_path(entry))
     expected = expected_sha256(entry)
     if dest.is_file() and expected is not None:
         return dest, False
@@ -512,6 +512,22 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def _inside_cache(entry: WeightsEntry, dest: Path) -> Path:
+    """Refuse a cache path that resolves outside vpcli's cache folder (defence in depth: the
+    manifest check already refuses file names that are not plain names).
+
+    The comparison is on normalised absolute paths ('..' resolved), not on symlink targets: a
+    user may keep part of the cache on another disk behind a link.
+    """
+    root = Path(os.path.normpath(os.path.abspath(hashing.vpcli_cache_dir())))
+    target = Path(os.path.normpath(os.path.abspath(dest)))
+    if target == root or not target.is_relative_to(root / "url"):
+        raise WeightsError(f"weights '{entry.name}': the file name {entry.source.filename!r} would put the "
+                           f"download at {target}, outside the cache folder {root / 'url'}",
+                           f"fix source.url (or give source.filename a plain name) in {entry.manifest}")
+    return dest
+
 
 def _discard(entry: WeightsEntry, path: Path) -> bool:
     """Delete a cached copy that failed its hash; never a bundled or user file. True if deleted."""
