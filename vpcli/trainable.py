@@ -90,13 +90,17 @@ class TrainState:
 
 @dataclass(frozen=True)
 class TrainStep:
-    """One named optimisation step: its parameters, the loss that trains them, and how often it runs
-    (every ``every``-th iteration of its stage, counting from the first)."""
+    """One named optimisation step: its parameters, the loss that trains them, how often it runs
+    (every ``every``-th iteration of its stage, counting from the first), and whether its loss may
+    leave some of its parameters unused."""
 
     name: str
     params: Callable[[], list[nn.Parameter]]
     loss: Callable[[Batch, TrainState], Losses]
     every: int = 1
+    # True when the loss may leave some of ``params`` without a gradient in an iteration (a branch
+    # not taken): data-parallel training then finds them each iteration (slower), else it errors.
+    unused_params: bool = False
 
     def __post_init__(self):
         if self.every < 1:

@@ -318,8 +318,13 @@ class Trainer:
                 ignore += [f"model.{n}" for n, _ in self.model.named_buffers()]
                 torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(mod, ignore)
                 ids = [self.info.local_rank] if self.device.type == "cuda" else None
-                mod = torch.nn.parallel.DistributedDataParallel(
-                    mod, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+                # Only a step that declares parameters its loss may leave unused pays for DDP's
+                # per-iteration graph traversal (find_unused_parameters). static_graph is not used:
+                # with several DDPs over one model its delayed reductions also fire in the other
+                # steps' backward passes (measured: two-process GAN training no longer equals one).
+                # Buffers are ignored above: each rank keeps its own statistics, as before.
+                mod = torch.nn.parallel.DistributedDataParallel(mod, device_ids=ids,
+                                                                find_unused_parameters=s.unused_params)
             mods[s.name] = mod
         return mods
 
