@@ -165,13 +165,12 @@ def test_start_picks_the_context_and_eval_matches_the_layout(capsys, tmp_path, r
 
 def test_copy_last_needs_no_weights_and_repeats_the_last_context_frame(capsys, tmp_path, clips):
     code, _, err = run(capsys, "predict", clips["rgb32"], "--method", "copy-last", "--context", 2, "--horizon", 3,
-                       "--samples", 2, "--lossless", "--out", tmp_path / "p")
+                       "--lossless", "--out", tmp_path / "p")
     assert code == 0, err
     src = frames(clips["rgb32"])
-    for k in range(2):
-        got = frames(tmp_path / "p" / "rgb32" / f"sample_{k:03d}.mp4")
-        assert got.shape == (3, 32, 32, 3)
-        assert (got == src[-1]).all()
+    got = frames(tmp_path / "p" / "rgb32" / "sample_000.mp4")
+    assert got.shape == (3, 32, 32, 3)
+    assert (got == src[-1]).all()
     m = meta(tmp_path / "p" / "rgb32")
     assert m["weights"] == {"name": None, "path": None, "sha256": None, "kind": None, "default": False}
 
@@ -399,3 +398,14 @@ def test_a_failure_midway_leaves_nothing(tmp_path, clips, probe_method, monkeypa
     with pytest.raises(RuntimeError, match="boom"):
         predict([str(clips["rgb32"])], tmp_path / "p", PredictOptions(method=probe_method, horizon=10, grid=True))
     assert list((tmp_path / "p").iterdir()) == []  # no output folder, no temporary left behind
+
+
+def test_a_deterministic_method_says_so_once_and_writes_one_sample(capsys, tmp_path, clips):
+    code, _, err = run(capsys, "predict", clips["rgb32"], clips["grey32"], "--method", "copy-last", "--samples", 3,
+                       "--horizon", 2, "--context", 2, "--out", tmp_path / "p")
+    assert code == 0, err
+    assert err.count("copy-last is deterministic: --samples 3 would give 3 identical samples; writing one") == 1
+    for name in ("rgb32", "grey32"):
+        folder = tmp_path / "p" / name
+        assert sorted(p.name for p in folder.glob("sample_*")) == ["sample_000.mp4"]
+        assert meta(folder)["samples"] == 1 and any("deterministic" in n for n in meta(folder)["notes"])

@@ -549,7 +549,16 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
             if msg not in announced:  # once per run, not once per clip
                 announced.add(msg)
                 _warn(callback, msg, [])
-        return predict_clip(path, out / name, model, cfg, winfo, horizon=o.horizon, samples=o.samples, seed=o.seed,
+        samples = o.samples
+        if getattr(model, "deterministic", False) and samples > 1:
+            samples = 1
+            msg = (f"{cfg.method} is deterministic: --samples {o.samples} would give {o.samples} identical "
+                   "samples; writing one")
+            clip_notes.append(msg)
+            if msg not in announced:
+                announced.add(msg)
+                _warn(callback, msg, [])
+        return predict_clip(path, out / name, model, cfg, winfo, horizon=o.horizon, samples=samples, seed=o.seed,
                             start=o.start, context=o.context, resize=o.resize, grid=o.grid,
                             save_components=o.save_components, lossless=o.lossless, precision=o.precision,
                             device=o.device, overwrite=o.overwrite, callback=callback, filler=fillers[id(model)],

@@ -83,6 +83,9 @@ class Predictor(Trainable):
                 *, want_extras: bool = False) -> Iterator[StepRecord]:
         raise NotImplementedError(f"{type(self).__name__} cannot predict")
 
+    # True when every sample of a context is the same (no latent): `vpcli predict --samples N` says so
+    # once and writes one sample; evaluation still scores N (identical) samples.
+    deterministic: ClassVar[bool] = False
     # Named alternatives to ``frames`` that `vpcli eval --head NAME` can score instead: head name ->
     # an ``image`` extra (SLAMP's appearance and motion heads, App. D Table 7). ``fused`` is frames.
     heads: ClassVar[dict[str, str]] = {}

@@ -26,6 +26,7 @@ class CopyLastConfig:
 @register("predictor", "copy-last", config_cls=CopyLastConfig, description="repeat the last context frame")
 class CopyLast(Predictor):
     name = "copy-last"
+    deterministic = True
 
     def train_steps(self) -> list[TrainStep]:
         return []
@@ -56,6 +57,7 @@ class ConvLSTMConfig:
 @register("predictor", "convlstm", config_cls=ConvLSTMConfig, description="deterministic ConvLSTM baseline")
 class ConvLSTMPredictor(Predictor):
     name = "convlstm"
+    deterministic = True
     validation_metric = ("mse", "min")  # MSE of the future frames (here also the whole loss)
 
     def __init__(self, config: ConvLSTMConfig):
