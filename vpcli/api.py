@@ -47,6 +47,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _threads() -> None:
+    """Apply the thread count the CLI (or VPCLI_THREADS) chose to torch: see `vpcli.threads`."""
+    from vpcli import threads
+    threads.apply_to_torch()
+
+
 def _missing(command: str, what: str) -> NotAvailableError:
     return NotAvailableError(f"vpcli {command}: {what} is not implemented in vpcli yet",
                              "see README.md 'Status' for what this build can do")
@@ -70,6 +76,7 @@ def segment(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, options
     (default: every input attempted, one record per input). See
     `vpcli.engine.segment_runner.segment`.
     """
+    _threads()
     from vpcli.engine.segment_runner import segment as run
     return run(inputs, out, options, callback=callback, for_each=for_each)
 
@@ -81,6 +88,7 @@ def estimate_flow(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, o
     ``for_each`` as in :func:`segment` (default: in order, raising the first error). See
     `vpcli.engine.flow_runner.estimate_flow`.
     """
+    _threads()
     from vpcli.engine.flow_runner import estimate_flow as run
     return run(inputs, out, options, callback=callback, for_each=for_each)
 
@@ -90,6 +98,7 @@ def predict(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, options
     """Future frames (and labels, flow, extras: whatever the method predicts) of every input clip
     into ``out/<name>/``. ``for_each`` as in :func:`segment`. See
     `vpcli.engine.predict_runner.predict`."""
+    _threads()
     run = _runner("vpcli.engine.predict_runner", "predict", "the prediction engine").predict
     return run(inputs, out, options, callback=callback, for_each=for_each)
 
@@ -101,6 +110,7 @@ def evaluate(options: EvalOptions, *, callback: Callback | None = None) -> dict[
     ``method``/``weights``/``data``; metrics; output). Returns the results.json record plus
     ``out``. See `vpcli.engine.evaluate.run_evaluation`.
     """
+    _threads()
     from vpcli.engine.evaluate import run_evaluation as run
     return run(options, callback=callback)
 
@@ -131,5 +141,6 @@ def data_split(folder: str | os.PathLike, out: str | os.PathLike, fractions: str
 def train(options: TrainOptions, *, callback: Callback | None = None) -> dict[str, Any]:
     """Train ``options.method`` into the run folder ``options.out`` (or continue ``options.resume``
     exactly); returns the trainer's summary. See `vpcli.engine.train_runner.train`."""
+    _threads()
     from vpcli.engine.train_runner import train as run
     return run(options, callback=callback)

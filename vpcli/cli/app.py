@@ -43,6 +43,10 @@ def root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", metavar="N",
+        help="CPU threads for the computation, anywhere on the line (also VPCLI_THREADS; default: the cores "
+             "divided by the --shard count, so parallel shards do not oversubscribe the CPU)."),
 ) -> None:
     """vpcli: video prediction from the command line."""
     set_debug(debug)
@@ -109,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
         argv.insert(0, "--debug")
     try:
         with _sigterm_unwinds():
+            from vpcli import threads  # --threads N anywhere on the line, else VPCLI_THREADS, else cores / shards
+            argv, wanted, shards = threads.from_argv(argv)
+            n, source = threads.choose(wanted, shards)
+            threads.configure(n, explicit=source != "default")
             code = app(args=argv, prog_name="vpcli", standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("aborted\n")

@@ -15,9 +15,11 @@ from vpcli import __version__
 
 
 def run_meta(**fields: Any) -> dict[str, Any]:
-    """The common part of every output folder's meta.json."""
+    """The common part of every output folder's meta.json (with the CPU threads torch used)."""
+    import sys
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     return {"vpcli": __version__, "python": platform.python_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": threads, **fields}
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
