@@ -622,3 +622,19 @@ def test_eval_scores_predicted_flow_with_epe_and_labels_with_miou(tmp_path, toys
         pred = torch.stack([rec.labels[:, 0] for rec in recs], 1)  # 1,T,H,W
         vals.append(float(miou(pred, it["labels"][None, 3:5], 19).nanmean()))
     assert r["metrics"]["miou"]["mean"] == pytest.approx(np.mean(vals), rel=1e-5)
+
+
+def test_export_of_a_two_stage_run_records_its_stages_and_the_best_of_the_last_stage(capsys, tmp_path, toys):
+    from test_predict import run
+    base = ["--method", "test-toy-two-stage", "--data", "synthetic:synth-street", "--set", "data.size=[16,16]",
+            "--set", "data.context=2", "--set", "data.future=1", "--set", "data.train_clips=4", "--set",
+            "data.val_clips=2", "--set", "train.batch_size=2", "--set", "train.steps=2", "--set", "data.channels=1",
+            "--set", "model.num_classes=19", "--set", "train.val_every=1"]
+    code, _, err = run(capsys, "train", *base, "--out", tmp_path / "r")
+    assert code == 0, err
+    code, out, err = run(capsys, "weights", "export", tmp_path / "r", "--name", "toy", "--json")
+    assert code == 0, err
+    entry = yaml.safe_load(open(json.loads(out)["manifest"]))["weights"][0]
+    assert "2 structure + 2 image steps" in entry["trained_on"]
+    vals = [r for r in records(tmp_path / "r", "val") if r["stage"] == "image"]
+    assert entry["metrics"]["val/loss"] == round(min(r["val/loss"] for r in vals), 6) and "stage" not in entry["metrics"]

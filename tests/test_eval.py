@@ -365,7 +365,10 @@ def test_copy_last_protocol_matches_a_direct_computation(tmp_path):
     assert m["mean"] == pytest.approx(values.mean(), rel=1e-5) and m["n"] == 3
     assert m["curve"]["mean"] == pytest.approx(list(values.mean(axis=0)), rel=1e-5) and m["curve"]["t"] == [4, 5, 6, 7]
     assert r["inputs"]["context"] == 3 and r["inputs"]["horizon"] == 4 and r["inputs"]["weights"]["path"] is None
-    assert "best of 2" in r["protocol"] and "3 context frames are encoded once" in r["protocol"]
+    # copy-last is deterministic: its 2 samples would be identical, so one is scored, and the run says so
+    assert "best of 1" in r["protocol"] and "3 context frames are encoded once" in r["protocol"]
+    assert r["inputs"]["samples"] == 1
+    assert any("copy-last is deterministic: its 2 samples would be identical; scoring one" in w for w in r["warnings"])
 
 
 def test_best_of_n_per_sequence_and_metric_with_a_stochastic_predictor(tmp_path, offset_method):

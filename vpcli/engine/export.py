@@ -83,6 +83,14 @@ def _keep_parts(tensors: dict, cfg: dict[str, Any], parts: list[str]) -> dict:
     return {k: v for k, v in tensors.items() if model.part_of(k) in parts}
 
 
+def _steps_text(records: list[dict], end: dict, t: dict) -> str:
+    """``1200 steps``, or ``150 pretrain + 300 main steps`` for a run of several stages."""
+    done = [(r["completed"], r["step"]) for r in records if r.get("event") == "stage"]
+    if len(done) > 1:
+        return " + ".join(f"{n} {name}" for name, n in done) + " steps"
+    return f"{end.get('step', t['steps'])} steps"
+
+
 def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: str = "best",
                    fp16: bool = False, license: str = "MIT", overwrite: bool = False,
                    parts: list[str] | None = None) -> dict[str, Any]:
@@ -120,16 +128,19 @@ def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: 
     with safe_open(str(ckpt), "pt") as f:  # the trainer records which metric chose the best checkpoint
         meta = f.metadata() or {}
     metric, mode = meta.get("metric", metric), meta.get("mode", mode)
-    ranked = [r for r in vals if metric in r]
+    # best.safetensors is the best of its own stage (the trainer starts each stage's best anew)
+    stage = meta.get("stage")
+    ranked = [r for r in vals if metric in r and r.get("stage", stage) == stage]
     if ckpt.name == "best.safetensors" and ranked:
         # the scores of the checkpoint being exported: the best validation, not the last one
         vals = [(min if mode == "min" else max)(ranked, key=lambda r: r[metric])]
     entry = {
         "name": name, "task": "predictor", "arch": cfg["method"], "config": _predictor_config(cfg),
         "license": license,
-        "trained_on": (f"{d['source']}, {end.get('step', t['steps'])} steps of batch {t['batch_size']}, "
+        "trained_on": (f"{d['source']}, {_steps_text(records, end, t)} of batch {t['batch_size']}, "
                        f"seed {t['seed']}, vpcli {__version__} ({ckpt.name} of {run_dir.name})"),
-        "metrics": {k: round(v, 6) for k, v in vals[-1].items() if k != "step" and k != "event"} if vals else {},
+        "metrics": {k: round(v, 6) for k, v in vals[-1].items()
+                    if k not in ("step", "event", "stage") and isinstance(v, (int, float))} if vals else {},
         "description": f"{cfg['method']} exported from a vpcli run" + (" (fp16)" if fp16 else ""),
     }
     tensors = load_file(str(ckpt))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vpcli.engine.evaluate.aggregate import Aggregator, FeatureSet, _clean, check_fvd_count
-from vpcli.engine.evaluate.folders import _evaluate_folders, _folder_comparison, match_folders
+from vpcli.engine.evaluate.folders import EvalWarning, _evaluate_folders, _folder_comparison, match_folders
 from vpcli.engine.evaluate.metrics import build_metrics
 from vpcli.engine.evaluate.options import Callback, EvalOptions
 from vpcli.engine.evaluate.outputs import _protocol_text, _versions, _write_comparison, write_plots, write_results
@@ -98,6 +98,11 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
         cfg = loaded.config
         check_head(loaded.model, cfg.method, o.head)
         model = loaded.model
+        samples = o.samples
+        if getattr(model, "deterministic", False) and samples > 1:  # N identical rollouts: score one
+            warnings.warn(f"{cfg.method} is deterministic: its {samples} samples would be identical; scoring one",
+                          EvalWarning, stacklevel=2)
+            samples = 1
         field_of = {"frame": "frames", "video_set": "frames", "label": "labels", "flow": "flow"}
         for n in names:  # a metric scores what the method predicts, or it is a usage error
             want = field_of[get_metric(n).kind]
@@ -125,12 +130,12 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
         first_step = ctx_len + 1
         first = dataset[indices[0]]["rgb"]
         inputs = {"mode": "predictor", "method": cfg.method, "weights": loaded.weights, "data": source,
-                  "split": o.split, "sequences": n_seq, "context": ctx_len, "horizon": hor, "samples": o.samples,
+                  "split": o.split, "sequences": n_seq, "context": ctx_len, "horizon": hor, "samples": samples,
                   "frame_step": cfg.data.frame_step, "size": list(first.shape[-2:]), "channels": int(first.shape[1]),
                   "seed": o.seed, "batch_size": o.batch_size, "device": o.device, "head": o.head,
                   "inputs_from": filler.describe(),
                   "dataset": _plain(dataset.summary()) if hasattr(dataset, "summary") else None}
-        protocol = _protocol_text("model", samples=o.samples, context=ctx_len, horizon=hor, n=n_seq,
+        protocol = _protocol_text("model", samples=samples, context=ctx_len, horizon=hor, n=n_seq,
                                   fvd="fvd" in names)
 
     callback("start", {"mode": inputs["mode"], "sequences": n_seq, "metrics": names, "out": str(out)})
@@ -145,7 +150,7 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
                                       callback=callback)
             else:
                 _evaluate_model(loaded, dataset, indices, metrics, agg, fvd, context=ctx_len, horizon=hor,
-                                samples=o.samples, batch_size=o.batch_size, seed=o.seed, device=o.device,
+                                samples=samples, batch_size=o.batch_size, seed=o.seed, device=o.device,
                                 callback=callback, head=o.head, filler=filler)
         finally:
             agg.close()
@@ -167,7 +172,7 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
                     ctx_f, gt_f, pred_f = _folder_comparison(ref, o.gt_offset, o.align)
                 else:
                     ctx_f, gt_f, pred_f = _recreate_model_sample(loaded, dataset, ref, context=ctx_len, horizon=hor,
-                                                                 samples=o.samples, device=o.device, filler=filler)
+                                                                 samples=samples, device=o.device, filler=filler)
                 _write_comparison(tmp / f"{label}.mp4", ctx_f, gt_f, pred_f, ref.sample)
                 files.append(f"{label}.mp4")
                 extremes[label]["video"] = f"{label}.mp4"
