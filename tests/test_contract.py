@@ -638,3 +638,35 @@ def test_export_of_a_two_stage_run_records_its_stages_and_the_best_of_the_last_s
     assert "2 structure + 2 image steps" in entry["trained_on"]
     vals = [r for r in records(tmp_path / "r", "val") if r["stage"] == "image"]
     assert entry["metrics"]["val/loss"] == round(min(r["val/loss"] for r in vals), 6) and "stage" not in entry["metrics"]
+
+
+def test_labels_computed_on_the_fly_by_a_named_segmenter(capsys, tmp_path, toys, moving_clip):
+    """A method that reads labels, on a clip without label companions: an error naming the input and how
+    to produce it, or --labels-from NAME runs that segmenter on the context frames (recorded in meta.json)."""
+    from test_predict import run
+
+    from vpcli.engine.segment_runner import load_segmenter
+    torch.manual_seed(0)
+    model = ToyTwoStage(ToyConfig(channels=3, num_classes=19))
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    cfg = resolve_config("test-toy-two-stage", None, ["data.context=2", "data.size=[24,32]", "model.channels=3",
+                                                      "model.num_classes=19"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    save_weights(model, run_dir / "checkpoints/last.safetensors")
+    code, _, err = run(capsys, "predict", moving_clip, "--weights", run_dir, "--horizon", "1", "--out", tmp_path / "p")
+    assert code == 1 and "test-toy-two-stage needs labels but" in err and "vpcli segment" in err
+    code, _, err = run(capsys, "predict", moving_clip, "--weights", run_dir, "--horizon", "2", "--labels-from",
+                       "deeplabv3plus-mobilenet-synthstreet", "--lossless", "--out", tmp_path / "q")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "q/clip/meta.json").read_text())
+    assert meta["inputs"]["labels"] == "deeplabv3plus-mobilenet-synthstreet"
+    # the labels the model saw are the segmenter's on the context frames (read back exactly: --lossless)
+    from vpcli.io.labels import read_label_png
+    from vpcli.io.video import read_video
+    ctx = torch.from_numpy(read_video(tmp_path / "q/clip/context.mp4")[0].transpose(0, 3, 1, 2).copy()).float() / 255
+    seg = load_segmenter("deeplabv3plus-mobilenet-synthstreet", channels_last=False).model
+    with torch.no_grad():
+        labels = seg.predict_labels(ctx)[None]  # 1,T,H,W
+        want = next(iter(model.eval().predict({"rgb": ctx[None], "labels": labels}, 1))).labels[0, 0].numpy()
+    assert np.array_equal(read_label_png(tmp_path / "q/clip/sample_000.labels/00000.png"), want)
