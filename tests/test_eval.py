@@ -167,7 +167,7 @@ def test_size_mismatch_names_both_files_and_sizes(capsys, tmp_path):
     save_npz(pred / "a.npz", frames=clip(1, h=16, w=16))
     code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e")
     assert code == 1
-    assert f"prediction {pred / 'a.npz'} is 16x16 but ground truth {gt / 'a'} is 24x16" in err
+    assert f"prediction {pred / 'a.npz'} is 16x16 (HxW) but ground truth {gt / 'a'} is 16x24 (HxW)" in err
     with pytest.warns(EvalWarning, match=r"resized the prediction \(--align\)"):
         code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--align", "--out", tmp_path / "e")
     assert code == 0, err

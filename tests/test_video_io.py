@@ -478,7 +478,7 @@ def test_exception_mid_write_leaves_nothing(tmp_path, name):
 
 def test_bad_frames_abort_the_writer(tmp_path):
     frames = few_colour_frames(t=3)
-    with pytest.raises(DataFormatError, match="frame 2 is 16x24 but frame 0 was 32x24"):
+    with pytest.raises(DataFormatError, match=r"frame 2 is 24x16 \(HxW\) but frame 0 was 24x32"):
         write_video(tmp_path / "mix.mp4", [frames[0], frames[1], frames[2][:, :16]])
     w = VideoWriter(tmp_path / "nowith.mp4")  # not in a with block: a bad frame still aborts
     w.write(frames[0])

@@ -42,9 +42,9 @@ def info(inputs: Inputs, recursive: Recursive = False, shard: Shard = None, json
         return run_per_input(items, one, as_json=json, name=lambda p: str(p[0]))
     code = api.data_info(inputs, recursive=recursive, shard=shard, for_each=for_each)
     if not json and rows:
-        table = Table("input", "kind", "frames", "size (WxH)", "fps", "codec")
+        table = Table("input", "kind", "frames", "size (HxW)", "fps", "codec")
         for path, rec in rows:
-            table.add_row(display_path(path), rec["kind"], str(rec["frames"]), f"{rec['width']}x{rec['height']}",
+            table.add_row(display_path(path), rec["kind"], str(rec["frames"]), f"{rec['height']}x{rec['width']}",
                           f"{rec['fps']:g}", rec["codec"])
         console = Console()
         console.print(table)

@@ -43,7 +43,7 @@ def flow(
 
     def progress(event: str, record: dict) -> None:
         if event == "done" and not json:
-            typer.echo(f"{record['input']}: {record['pairs']} pairs at {record['width']}x{record['height']} "
+            typer.echo(f"{record['input']}: {record['pairs']} pairs at {record['height']}x{record['width']} (HxW) "
                        f"in {record['seconds']:.1f}s -> {record['output']}", err=True)
 
     options = api.FlowOptions(method=method, direction=direction, occlusion=occlusion, size=size, preset=preset,

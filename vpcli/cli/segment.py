@@ -35,7 +35,7 @@ class _Progress:
                                f"({record['classes']} classes, {record['device']}) -> {record['out']}")
         elif event == "done":
             h, w = record["inference_size"]
-            self.console.print(f"{record['input']}: {record['frames']} frames at {w}x{h} in {record['seconds']:.1f}s "
+            self.console.print(f"{record['input']}: {record['frames']} frames at {h}x{w} (HxW) in {record['seconds']:.1f}s "
                                f"({record['frames_per_s']:.1f} frames/s) -> {record['output']}")
 
 

@@ -120,8 +120,8 @@ def iter_pair_flows(frames: Iterable[np.ndarray], estimator, *, batch_size: int 
             if first_shape is None:
                 first_shape = frame.shape
             elif frame.shape != first_shape:
-                raise VideoError(f"frame {t0 + len(held)} of {source} is {frame.shape[1]}x{frame.shape[0]} but frame 0 "
-                                 f"is {first_shape[1]}x{first_shape[0]}",
+                raise VideoError(f"frame {t0 + len(held)} of {source} is {frame.shape[0]}x{frame.shape[1]} (HxW) but frame 0 "
+                                 f"is {first_shape[0]}x{first_shape[1]}",
                                  "all frames of a clip must have one size (or pass --size HxW to resize them)")
             held.append(frame)
         if len(held) >= 2 and (frame is None or len(held) == batch_size + 1):

@@ -77,11 +77,11 @@ def read_flo(path) -> np.ndarray:
     if magic != FLO_MAGIC:
         raise DataFormatError(f"{path} has magic number {magic!r}, expected {FLO_MAGIC} ('PIEH')", hint)
     if not (0 < w <= _MAX_SIDE and 0 < h <= _MAX_SIDE):
-        raise DataFormatError(f"{path} declares an impossible size {w}x{h}", hint)
+        raise DataFormatError(f"{path} declares an impossible size {h}x{w} (HxW)", hint)
     expected = _HEADER.itemsize + 8 * w * h
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise DataFormatError(f"{path} is {what}: {len(data)} bytes, expected {expected} for {w}x{h}", hint)
+        raise DataFormatError(f"{path} is {what}: {len(data)} bytes, expected {expected} for {h}x{w} (HxW)", hint)
     body = np.frombuffer(data, dtype="<f4", offset=_HEADER.itemsize).reshape(h, w, 2)
     return np.ascontiguousarray(body.transpose(2, 0, 1), dtype=np.float32)  # (H, W, 2) -> (2, H, W)
 

@@ -398,8 +398,8 @@ def read_video(path: str | os.PathLike, *, start: int = 0, end: int | None = Non
                                         allow_truncated=allow_truncated)) as frames:
         for t, frame in enumerate(frames):
             if frame.shape != out.shape[1:]:
-                raise VideoError(f"frame {start + t * stride} of {info.path} is {frame.shape[1]}x{frame.shape[0]}"
-                                 f", the first is {width}x{height}", "pass size=(H, W) to resize every frame")
+                raise VideoError(f"frame {start + t * stride} of {info.path} is {frame.shape[0]}x{frame.shape[1]}"
+                                 f", the first is {height}x{width} (HxW)", "pass size=(H, W) to resize every frame")
             if t < len(out):
                 out[t] = frame
             else:
@@ -545,7 +545,7 @@ class VideoWriter:
             self._start(rgb.shape[0], rgb.shape[1])
         elif rgb.shape != self._shape:
             h, w = self._shape[:2]
-            raise DataFormatError(f"frame {index} is {rgb.shape[1]}x{rgb.shape[0]} but frame 0 was {w}x{h}",
+            raise DataFormatError(f"frame {index} is {rgb.shape[0]}x{rgb.shape[1]} (HxW) but frame 0 was {h}x{w}",
                                   "all frames of one video must have the same size")
         if self.kind == "frames":
             ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -283,8 +283,8 @@ def load_labels(src: ClipSource, *, start: int = 0) -> np.ndarray:
 
 def _shape_text(x: np.ndarray, labels: bool) -> str:
     if labels:
-        return f"{x.shape[2]}x{x.shape[1]}"
-    return f"{x.shape[3]}x{x.shape[2]}" + ("" if x.shape[1] == 3 else f"x{x.shape[1]}")
+        return f"{x.shape[1]}x{x.shape[2]} (HxW)"
+    return f"{x.shape[2]}x{x.shape[3]} (HxW)" + ("" if x.shape[1] == 3 else f", {x.shape[1]} channels")
 
 
 def _align_pair(name: str, pred: np.ndarray, gt: np.ndarray, pred_src: ClipSource, gt_src: ClipSource, *,
