@@ -16,6 +16,7 @@ Run:  python benchmarks/bench_lmvp.py [--quick] [--threads 1] [--json out.json]
 """
 from __future__ import annotations
 
+from _report import run_named  # noqa: E402  (benchmarks/, beside this script)
 import argparse
 import json
 import math
@@ -141,7 +142,7 @@ def main(argv=None) -> int:
                        "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}}
     print(json.dumps(res["machine"]), flush=True)
-    for name, fn in (
+    run_named((
         ("train_mmnist_cpu_b16", lambda: bench_train("lmvp-mmnist-cpu", 16, repeats)),
         ("train_street_cpu_b16", lambda: bench_train("lmvp-street-cpu", 16, repeats)),
         ("predict_mmnist_cpu", lambda: bench_predict("lmvp-mmnist-cpu", 20, repeats)),
@@ -149,12 +150,7 @@ def main(argv=None) -> int:
         ("predict_mmnist_paper_like", lambda: bench_predict("lmvp-mmnist", 20, repeats)),
         ("filter_grey", lambda: bench_filter(1, repeats)),
         ("filter_rgb", lambda: bench_filter(3, repeats)),
-    ):
-        res[name] = fn()
-        print(name, json.dumps(res[name]), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    ), args.json, res)
     return 0
 
 

@@ -14,6 +14,7 @@ Run:  python benchmarks/bench_slamp.py [--quick] [--threads 1] [--device cpu] [-
 """
 from __future__ import annotations
 
+from _report import run_named  # noqa: E402  (benchmarks/, beside this script)
 import argparse
 import json
 import os
@@ -164,19 +165,14 @@ def main(argv=None) -> int:
     res = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "device": args.device,
                        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}}
     print(json.dumps(res["machine"]), flush=True)
-    for name, fn in (
+    run_named((
         ("sampling", lambda: bench_sampling(args.device, args.samples, horizon, 1 if args.quick else 2)),
         ("fps_mmnist_s1", lambda: bench_fps(args.device, "slamp-mmnist", horizon, 1, repeats)),
         ("fps_mmnist_sN", lambda: bench_fps(args.device, "slamp-mmnist", horizon, args.samples, repeats)),
         ("fps_cityscapes_s1", lambda: bench_fps(args.device, "slamp-cityscapes", max(2, horizon // 4), 1, repeats)),
         ("train_mmnist_b32", lambda: bench_train(args.device, 32, 1)),
         ("inference_variants", lambda: bench_variants(args.device, horizon, 4, repeats)),
-    ):
-        res[name] = fn()
-        print(name, json.dumps(res[name]), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+    ), args.json, res)
     return 0
 
 
