@@ -158,8 +158,9 @@ class Trainable(nn.Module):
 
     def forward(self, batch: Batch, step: str = "model", state: TrainState | None = None) -> Losses:
         """The losses of the named step (of any stage) for ``batch``."""
-        state = state or TrainState(stage=self.training_plan()[0].name if self.training_plan() else "train")
-        for st in self.training_plan():
+        plan = self.training_plan()
+        state = state or TrainState(stage=plan[0].name if plan else "train")
+        for st in plan:
             for s in st.steps:
                 if s.name == step:
                     return s.loss(batch, state)

@@ -125,6 +125,5 @@ class InputFiller:
             x = x.expand(-1, -1, 3, -1, -1)
         a = x[:, :-1].reshape(b * (t - 1), 3, h, w)  # (B*(T-1), 3, H, W)
         z = x[:, 1:].reshape(b * (t - 1), 3, h, w)
-        flow = self._flow.estimate(a.cpu() if self._flow.input_kind == "uint8" else a, z.cpu()
-                                   if self._flow.input_kind == "uint8" else z)
+        flow = self._flow.estimate(a, z)  # torch in, torch out (estimators move frames where they run)
         return flow.to(rgb.device, torch.float32).view(b, t - 1, 2, h, w)

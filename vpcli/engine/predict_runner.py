@@ -214,8 +214,8 @@ class _RecordWriter:
     """Writes the step records of one clip's ``S`` samples into the temporary output folder:
     frames, labels, flow and (with ``extras``) every extra the model declares, by kind."""
 
-    def __init__(self, tmp: Path, model, samples: int, fps: float, *, lossless: bool, extras: bool,
-                 writer: Callable[..., Any], outputs: list[str]):
+    def __init__(self, tmp: Path, model, samples: int, *, extras: bool, writer: Callable[..., Any],
+                 outputs: list[str]):
         self.tmp, self.model, self.samples, self.extras = tmp, model, samples, extras
         self.open, self.outputs = writer, outputs
         self.palette = getattr(model, "palette", None)
@@ -369,7 +369,7 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
         ctx_writer = writer("context.mp4", exact=True)
         for f in ctx:
             ctx_writer.write(f)
-        records = _RecordWriter(tmp, model, samples, fps, lossless=lossless, extras=save_components, writer=writer,
+        records = _RecordWriter(tmp, model, samples, extras=save_components, writer=writer,
                                 outputs=outputs)
         grid_frames = feeds = None
         if grid and makes_frames:

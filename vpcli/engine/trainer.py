@@ -355,16 +355,14 @@ class Trainer:
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
         # A counter that grows over the run's whole life (stages restart their step at 0).
-        serial = (self._step_dirs()[-1:] or [None])[0]
-        n = int(STEP_DIR.match(serial.name).group(1)) + 1 if serial is not None else 1
+        older = self._step_dirs()
+        n = int(STEP_DIR.match(older[-1].name).group(1)) + 1 if older else 1
         final = self.ckpt_dir / f"{n:06d}_{self.stage.name}_step{self.step:07d}"
         with atomic_dir(final, overwrite=True) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
-                      str(tmp / "model.safetensors"), metadata=meta)
+            save_weights(self.model, tmp / "model.safetensors", meta, full=True)
             torch.save(state, tmp / "state.pt")
-        for old in self._step_dirs():
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+        for old in older:
+            shutil.rmtree(old, ignore_errors=True)
         save_weights(self.model, self.ckpt_dir / "last.safetensors", meta)
         self._write_stages()
 

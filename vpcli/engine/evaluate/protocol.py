@@ -128,8 +128,8 @@ def _evaluate_model_batches(loaded: LoadedModel, dataset, indices: list[int], me
         items = [dataset[i] for i in batch_idx]
         rgb = _take(items, "rgb")  # B,T,C,H,W
         ctx = _context_batch(items, context, filler, device)
-        truth = {key: _take(items, key).to(device) for _, key, _ in _SCORED.values()
-                 if any(_SCORED[m.kind][1] == key for m in scored)}
+        wanted = {_SCORED[m.kind][1] for m in scored}
+        truth = {key: (rgb if key == "rgb" else _take(items, key)).to(device) for key in wanted}
         n_b, c, h, w = rgb.shape[0], *rgb.shape[2:]
         vals = {m.name: torch.full((n_b, samples, horizon), float("nan")) for m in scored}
         caps = {m.name: torch.zeros((n_b, samples, horizon), dtype=torch.bool) for m in scored if m.name == "psnr"}
