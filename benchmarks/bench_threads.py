@@ -7,7 +7,11 @@ Job: `vpcli predict` of 4 generated moving-digits clips with the bundled `slamp-
 
 * alone: one process over the 4 clips, with the default count, `--threads 1`, `--threads 2`;
 * two shards: `--shard 1/2` and `--shard 2/2` started together (the default then gives each
-  cores / 2 threads), with the default, `--threads 1` and `--threads 2` for both.
+  cores / 2 threads), with the default, `--threads 1` and `--threads 2` for both;
+* beside a busy process: one process, while an unrelated Python loop keeps one core busy (the
+  default then leaves that core alone).
+
+"Alone" means alone with whatever else runs on the machine: run it on an idle one.
 
 Repetitions are interleaved (every setting once per round) and the median is reported, with each
 setting's time as a ratio to the best setting of its case. The target (issue 14): the default is
@@ -38,7 +42,19 @@ def predict_cmd(clips: Path, out: Path, horizon: int, extra: list[str]) -> list[
             "--horizon", str(horizon), "--samples", "4", "--out", str(out), "--overwrite", *extra]
 
 
-def timed(cmds: list[list[str]]) -> float:
+def timed(cmds: list[list[str]], busy: bool = False) -> float:
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    if spin is not None:
+        time.sleep(0.5)  # running before vpcli starts, as a neighbour's job would be
+    try:
+        return _timed(cmds)
+    finally:
+        if spin is not None:
+            spin.kill()
+            spin.wait()
+
+
+def _timed(cmds: list[list[str]]) -> float:
     t = time.perf_counter()
     procs = [subprocess.Popen(c, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT) for c in cmds]
     for p in procs:
@@ -65,13 +81,14 @@ def main() -> None:
             "alone": lambda extra: [predict_cmd(clips, tmp / "a", args.horizon, extra)],
             "two shards": lambda extra: [predict_cmd(clips, tmp / "s", args.horizon, ["--shard", f"{k}/2", *extra])
                                          for k in (1, 2)],
+            "busy": lambda extra: [predict_cmd(clips, tmp / "b", args.horizon, extra)],
         }
         times = {c: {s: [] for s in SETTINGS} for c in cases}
         for rep in range(args.repeats):
             for case, make in cases.items():
                 order = list(SETTINGS) if rep % 2 == 0 else list(reversed(SETTINGS))
                 for setting in order:
-                    times[case][setting].append(timed(make(SETTINGS[setting])))
+                    times[case][setting].append(timed(make(SETTINGS[setting]), busy=case == "busy"))
     import torch
     print(f"{available_cores()} cores available, torch {torch.__version__}, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}; median of {args.repeats} interleaved rounds")

@@ -144,8 +144,8 @@ def test_window_stride_gives_every_start_of_a_folder_clip_for_training(tmp_path)
     for i in range(6):
         write_video(tmp_path / "clips" / f"c{i}", rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8))
     base = ["data.source=" + str(tmp_path / "clips"), "data.size=[16, 16]", "data.context=2", "data.future=2"]
-    default, _ = _build_datasets(resolve_config(None, "convlstm-mmnist-tiny", base), seed=0)
-    every, _ = _build_datasets(resolve_config(None, "convlstm-mmnist-tiny", base + ["data.window_stride=1"]), seed=0)
+    default, *_ = _build_datasets(resolve_config(None, "convlstm-mmnist-tiny", base), seed=0)
+    every, *_ = _build_datasets(resolve_config(None, "convlstm-mmnist-tiny", base + ["data.window_stride=1"]), seed=0)
     clips = len(default) // 3  # 12 frames, span 4: starts 0, 4, 8
     assert len(every) == clips * 9  # starts 0..8
     assert torch.equal(every[1]["rgb"][0], every[0]["rgb"][1])  # consecutive windows overlap by one frame

@@ -291,3 +291,16 @@ def test_flo_folder_and_labels_npz_companions(tmp_path):
     item = ds[1]
     torch.testing.assert_close(item["flow"], torch.from_numpy(flow[1:4]))
     torch.testing.assert_close(item["labels"], torch.from_numpy(labels[1:5]))
+
+
+def test_a_converted_folder_is_one_clip_named_after_it(tmp_path):
+    """`vpcli data convert` writes NAME/video.mp4 + meta.json: datasets see the clip NAME (so the
+    hash split and sequence ids are those of the source clip's name, not 'NAME/video.mp4')."""
+    from vpcli.io.video import write_video
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_video(tmp_path / "conv" / name / "video.mp4", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8))
+        (tmp_path / "conv" / name / "meta.json").write_text("{}")
+    ds = ClipDataset(tmp_path / "conv", context=2, future=2)
+    assert sorted(s.rel for s in ds.sources) == ["a", "b"]
+    assert {ds[i]["meta"]["sequence_id"] for i in range(len(ds))} == {"a", "b"}

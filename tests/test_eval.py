@@ -500,3 +500,199 @@ def test_head_needs_a_predictor_with_components(capsys, tmp_path, identical):
     code, _, err = run(capsys, "eval", "--method", "copy-last", "--head", "statik", "--out", tmp_path / "g")
     assert code == 2 and "copy-last has no head 'statik' to score" in err
     assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
+
+
+# ----------------------------------------------------------------------------- what vpcli writes, scored as it is
+
+def predict_meta(folder: Path, *, start: int, context: int, horizon: int, source_frames: int,
+                 size=None, source_size=None, conversions=()) -> None:
+    """The meta.json fields of `vpcli predict` that eval reads (vpcli/engine/predict_runner.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "predict", "input": "clips/a.mp4", "source": {"frames": source_frames},
+            "context": {"frames": context, "indices": list(range(start, start + context)), "start": start},
+            "first_predicted_frame": start + context, "horizon": horizon, "conversions": list(conversions)}
+    if size is not None:
+        meta.update(size=list(size), source_size=list(source_size))
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_converted_folders_are_clips_named_after_the_folder(capsys, tmp_path):
+    """`vpcli data convert` writes NAME/video.mp4 + meta.json: one input / ground truth named NAME."""
+    from vpcli.io.sources import collect_inputs
+    gt, pred = tmp_path / "converted", tmp_path / "pred"
+    for name in ("a", "b"):
+        write_video(gt / name / "video.mp4", clip(1, t=5), lossless=True)
+        (gt / name / "meta.json").write_text('{"command": "data convert"}')
+        save_npz(pred / name / "sample_000.npz", frames=clip(1, t=5))
+    assert [(p.relative_to(gt).as_posix(), n) for p, n in collect_inputs([gt])] == [("a/video.mp4", "a"),
+                                                                                     ("b/video.mp4", "b")]
+    assert collect_inputs([gt / "a"])[0][1] == "a" and collect_inputs([gt / "a" / "video.mp4"])[0][1] == "a"
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e")
+    assert code == 0, err
+    r = results(tmp_path / "e")
+    assert r["sequences"] == 2 and r["metrics"]["psnr"]["mean"] == 100.0
+
+
+def test_meta_json_sets_the_offset_and_the_context_is_never_scored(capsys, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    frames = clip(4, t=8)
+    write_video(gt / "a", frames)
+    predict_meta(pred / "a", start=1, context=2, horizon=3, source_frames=8)  # context 1..2, predicted 3..5
+    save_npz(pred / "a" / "sample_000.npz", frames=frames[3:6])
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e")
+    assert code == 0, err
+    r = results(tmp_path / "e")
+    assert r["metrics"]["psnr"]["mean"] == 100.0 and r["metrics"]["psnr"]["curve"]["t"] == [4, 5, 6]
+    assert r["inputs"]["gt_offset"] == "from meta.json" and r["inputs"]["gt_offsets"] == {"a": 3}
+    assert "meta.json" in r["protocol"] and r["warnings"] == []  # frames 6..7 are simply not predicted
+
+    # --gt-offset 2: predicted frame 0 against context frame 2 -> usage error, one line, nothing written
+    code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--gt-offset", "2", "--out", tmp_path / "e2")
+    assert code == 2 and out == "" and not (tmp_path / "e2").exists() and len(err.strip().splitlines()) == 1
+    assert ("--gt-offset 2 would score context frames, 'a': predicted frames 0 against its context frames 2 "
+            "(meta.json: context 1..2, first predicted frame 3)") in err
+    assert "drop --gt-offset" in err and "--gt-offset 3" in err
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--gt-offset", "0", "--out", tmp_path / "e2")
+    assert code == 2 and "predicted frames 1..2 against its context frames 1..2" in err
+
+    # an offset past the context is scored as asked, with a warning
+    with pytest.warns(EvalWarning, match=r"--gt-offset 4: 1 prediction\(s\) start at another frame.*'a' from frame 3"):
+        code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--gt-offset", "4", "--out", tmp_path / "e3")
+    assert code == 0, err
+    assert results(tmp_path / "e3")["metrics"]["psnr"]["curve"]["t"] == [5, 6, 7]
+
+    # a ground truth holding only the predicted frames (not the 8-frame clip predicted from): offset 0
+    shutil.rmtree(gt / "a")
+    save_npz(gt / "a.npz", frames=frames[3:6])
+    with pytest.warns(EvalWarning, match=r"'a' 3 frames, predicted from 8\): taken as the predicted frames only"):
+        code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e4")
+    assert code == 0, err
+    assert results(tmp_path / "e4")["metrics"]["psnr"]["mean"] == 100.0
+
+
+def test_predictions_past_the_end_of_the_clip(capsys, tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    frames = clip(5, t=6)
+    write_video(gt / "a", frames)
+    predict_meta(pred / "a", start=2, context=2, horizon=4, source_frames=6)  # predicted 4..7, clip ends at 5
+    save_npz(pred / "a" / "sample_000.npz", frames=np.concatenate([frames[4:], frames[:2]]))
+    with pytest.warns(EvalWarning, match=r"1 prediction\(s\) run past the end.*'a' 2 of 4 predicted frames"):
+        code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e")
+    assert code == 0, err
+    assert results(tmp_path / "e")["metrics"]["psnr"]["curve"]["n"] == [1, 1]
+
+    predict_meta(pred / "a", start=4, context=2, horizon=4, source_frames=6)  # the default: the last frames
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e2")
+    assert code == 1 and "has no frames from frame 6 on, the first one predict predicted" in err
+    assert "predict with --start S" in err
+
+
+def test_vpcli_predictions_at_another_size_are_scored_at_their_size(capsys, tmp_path):
+    import cv2
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    frames = clip(6, t=5, h=32, w=48)
+    write_video(gt / "a", frames)
+    small = np.stack([cv2.resize(f, (24, 16), interpolation=cv2.INTER_AREA) for f in frames[2:]])
+    save_npz(pred / "a" / "sample_000.npz", frames=noisy(small, 8))
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e")  # no meta.json
+    assert code == 1 and "size mismatch for 'a'" in err and "--align" in err
+
+    predict_meta(pred / "a", start=0, context=2, horizon=3, source_frames=5)
+    with pytest.warns(EvalWarning, match=r"scored 1 prediction\(s\) made by vpcli at their own size: ground truth "
+                                         r"resized to it \(same aspect ratio; meta.json\), e.g. 'a' 32x48 -> 16x24"):
+        code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e")
+    assert code == 0, err
+    want = psnr(torch.from_numpy(noisy(small, 8)).permute(0, 3, 1, 2)[None].float() / 255,
+                torch.from_numpy(small).permute(0, 3, 1, 2)[None].float() / 255).mean()
+    assert results(tmp_path / "e")["metrics"]["psnr"]["mean"] == pytest.approx(float(want), abs=0.2)
+
+    # another aspect ratio: only when predict --resize made exactly that change
+    squash = np.stack([cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in frames[2:]])
+    save_npz(pred / "a" / "sample_000.npz", frames=squash)
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e2")
+    assert code == 1 and "is 16x16 (HxW) but ground truth" in err
+    predict_meta(pred / "a", start=0, context=2, horizon=3, source_frames=5, size=(16, 16), source_size=(32, 48),
+                 conversions=["resized 32x48 -> 16x16"])
+    with pytest.warns(EvalWarning, match=r"as vpcli predict --resize resized the context"):
+        code, _, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--out", tmp_path / "e2")
+    assert code == 0, err
+    assert results(tmp_path / "e2")["metrics"]["psnr"]["mean"] > 40  # the same resize, rounding apart
+
+
+def test_segment_labels_and_predicted_labels_score_miou(capsys, tmp_path):
+    """`vpcli segment` writes NAME/labels/*.png (+ labels.npz, overlay.mp4); predict NAME/sample_K.labels/."""
+    from vpcli.io.labels import write_label_folder, write_labels_npz
+    seg, pred = tmp_path / "seg", tmp_path / "pred"
+    labels = np.zeros((6, 8, 8), np.uint8)
+    labels[:, :, 4:] = 13
+    write_label_folder(seg / "a" / "labels", labels)
+    write_labels_npz(seg / "a" / "labels.npz", labels)
+    write_video(seg / "a" / "overlay.mp4", np.zeros((6, 8, 8, 3), np.uint8))  # not a clip of its own
+    (seg / "a" / "meta.json").write_text('{"command": "segment", "source": {"frames": 6}}')
+    predict_meta(pred / "a", start=0, context=2, horizon=4, source_frames=6)
+    write_label_folder(pred / "a" / "sample_000.labels", labels[2:])
+    write_video(pred / "a" / "labels_sample_000.mp4", np.zeros((4, 8, 8, 3), np.uint8))  # ignored
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", seg, "--metric", "miou", "--out", tmp_path / "e")
+    assert code == 0, err
+    r = results(tmp_path / "e")
+    assert r["metrics"]["miou"]["mean"] == 1.0 and r["inputs"]["gt_offsets"] == {"a": 2}
+    assert r["metrics"]["miou"]["curve"]["t"] == [3, 4, 5, 6]
+
+
+def test_flow_folders_score_epe(capsys, tmp_path):
+    """Ground truth: a synth-street sequence's flow_forward.npz; predictions: `vpcli flow`'s NAME/forward/*.flo
+    (frame t -> t+1) or predict's NAME/sample_K.flow/ (the previous frame -> predicted frame t)."""
+    from vpcli.io.flow import write_flo_folder, write_flow_npz
+    street, flow, pred = tmp_path / "street", tmp_path / "flow", tmp_path / "pred"
+    rng = np.random.default_rng(0)
+    truth = rng.normal(0, 2, (5, 2, 8, 12)).astype(np.float32)  # 6 frames, 5 pairs
+    write_video(street / "s" / "frames", clip(0, t=6, h=8, w=12))
+    write_flow_npz(street / "s" / "flow_forward.npz", truth)
+    (street / "s" / "meta.json").write_text("{}")
+    write_flo_folder(flow / "s" / "forward", truth + np.float32(0.5))  # off by (0.5, 0.5): EPE sqrt(0.5)
+    (flow / "s" / "meta.json").write_text('{"command": "flow", "source": {"frames": 6}}')
+    code, _, err = run(capsys, "eval", "--pred", flow, "--gt", street, "--metric", "epe", "--out", tmp_path / "e")
+    assert code == 0, err
+    m = results(tmp_path / "e")["metrics"]["epe"]
+    assert m["mean"] == pytest.approx(np.sqrt(0.5), rel=1e-5) and m["n"] == 1 and m["unit"] == "px"
+
+    predict_meta(pred / "s", start=0, context=3, horizon=2, source_frames=6)  # predicts frames 3, 4
+    write_flo_folder(pred / "s" / "sample_000.flow", truth[2:4])  # flows 2->3 and 3->4
+    code, _, err = run(capsys, "eval", "--pred", pred, "--gt", street, "--metric", "epe", "--out", tmp_path / "e2")
+    assert code == 0, err
+    assert results(tmp_path / "e2")["metrics"]["epe"]["mean"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_metric_without_weights_is_listed_and_the_others_are_kept(capsys, tmp_path, identical):
+    pred, gt = identical
+    code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--metric", "psnr,lpips,ssim",
+                         "--out", tmp_path / "e")
+    assert code == 1
+    r = results(tmp_path / "e")
+    assert list(r["metrics"]) == ["psnr", "ssim"] and r["metrics"]["psnr"]["mean"] == 100.0
+    (miss,) = r["missing"]
+    assert miss["metric"] == "lpips" and miss["weights"] == "lpips-alex"
+    assert "LPIPS-alex needs weights 'lpips-alex'" in miss["reason"]
+    assert "--metric-weights lpips=FILE" in miss["enable"] and "--untrained-metrics" in miss["enable"]
+    lines = [line for line in err.splitlines() if "not computed" in line]
+    assert len(lines) == 1 and lines[0].startswith("error: lpips not computed: LPIPS-alex needs weights")
+    assert "to enable: --metric-weights lpips=FILE" in lines[0]
+    assert "psnr" in out and "not computed (reason below)" in out
+
+    code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--metric", "psnr,fvd,csim", "--json",
+                         "--out", tmp_path / "e2")
+    assert code == 1
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["event"] == "summary" and list(summary["metrics"]) == ["psnr"]
+    assert [m["metric"] for m in summary["missing"]] == ["fvd", "csim"]
+    assert sum("not computed" in line for line in err.splitlines()) == 2
+
+
+def test_missing_weights_name_the_download_when_the_manifest_knows_them(monkeypatch):
+    from vpcli.engine.evaluate import metrics as em
+    from vpcli.errors import WeightsError
+    monkeypatch.setattr(em, "_in_manifest", lambda name: name == "i3d-kinetics400")
+    e = em.missing_entry("fvd", WeightsError("FVD (I3D) needs weights 'i3d-kinetics400': offline", "x"), None)
+    assert e["enable"].startswith("vpcli weights download i3d-kinetics400") and e["reason"].endswith("offline")
+    e = em.missing_entry("lpips", WeightsError("no", "y"), "my.safetensors", lpips_net="vgg")
+    assert e["weights"] == "my.safetensors" and "--metric-weights lpips=FILE holding the LPIPS heads with the vgg" in e["enable"]

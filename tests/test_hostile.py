@@ -581,7 +581,7 @@ def test_long_horizons_report_progress_on_stderr(capsys, tmp_path, clip, monkeyp
     code, out, err = run(capsys, "predict", clip, "--method", "copy-last", "--context", 2, "--horizon", 40,
                          "--out", tmp_path / "p")
     assert code == 0 and out == "", err
-    steps = re.findall(r"clip\.mkv: step (\d+) of 40", err)
+    steps = re.findall(r"clip\.mkv: (\d+)/40 steps", err)
     assert [int(s) for s in steps] == list(range(1, 41))
     assert err.splitlines()[-1].startswith(f"{clip}: 1 x 40 frames")
     code, out, err = run(capsys, "predict", clip, "--method", "copy-last", "--context", 2, "--horizon", 40,

@@ -26,6 +26,7 @@ def test_precedence_cli_then_env_then_omp_then_cores_per_shard(monkeypatch):
     monkeypatch.delenv("VPCLI_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0)
     assert threads.choose(None, 1) == (8, "default") and threads.choose(None, 4) == (2, "default")
     assert threads.choose(None, 16) == (1, "default")  # never 0
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
@@ -36,6 +37,32 @@ def test_precedence_cli_then_env_then_omp_then_cores_per_shard(monkeypatch):
     monkeypatch.setenv("VPCLI_THREADS", "many")
     with pytest.raises(UsageError, match="VPCLI_THREADS must be an integer >= 1, got 'many'"):
         threads.choose(None)
+
+
+def test_default_leaves_the_cores_other_work_keeps_busy(monkeypatch):
+    """Two threads on 2 cores beside one busy process ran 20x slower than one (vpcli/threads.py)."""
+    monkeypatch.delenv("VPCLI_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 1)
+    assert threads.choose(None, 1) == (1, "default (2 cores, 1 busy with other work)")
+    monkeypatch.setattr(threads, "busy_cores", lambda: 5)
+    assert threads.choose(None, 1)[0] == 1  # never 0
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 2)
+    assert threads.choose(None, 1)[0] == 6 and threads.choose(None, 4) == (2, "default")
+    assert threads.choose("2", 1) == (2, "--threads")  # an explicit count is never second-guessed
+
+
+def test_busy_cores_sees_a_spinning_process():
+    import time
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert threads.busy_cores(samples=8, interval_s=0.01) >= 1
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def _vpcli(*args, env=None):

@@ -124,10 +124,10 @@ def data_info(inputs: Sequence[str | os.PathLike], *, recursive: bool = False,
 
 
 def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, options: ConvertOptions | None = None, *,
-            for_each: ForEach | None = None) -> Any:
+            callback: Callback | None = None, for_each: ForEach | None = None) -> Any:
     """Re-encode every input into ``out/<name>/`` (MP4, lossless MKV, GIF or PNG frames)."""
     from vpcli.engine.data_tools import convert as run
-    return run(inputs, out, options, for_each=for_each)
+    return run(inputs, out, options, callback=callback, for_each=for_each)
 
 
 def data_split(folder: str | os.PathLike, out: str | os.PathLike, fractions: str = "0.8,0.1,0.1", *,

@@ -9,7 +9,15 @@ its own count, in this order:
 2. ``VPCLI_THREADS=N`` in the environment;
 3. ``OMP_NUM_THREADS`` when the user set it;
 4. the CPU cores this process may run on (its affinity mask) divided by the number of shards
-   (``--shard K/N`` runs N processes side by side), at least 1.
+   (``--shard K/N`` runs N processes side by side), and at most the cores that other work is not
+   using right now (the kernel's count of runnable tasks, ``/proc/loadavg``, least of a few
+   samples over ~20 ms), at least 1.
+
+Why the last rule: two threads on 2 cores with one unrelated busy process (even at ``nice 10``:
+with the kernel's autogroups, nice does not reach across sessions) ran `vpcli predict` 20x
+slower than one thread (61.0 s against 3.1 s for the quick start's prediction, this machine,
+AVX512): every parallel region waits for the thread that shares its core. One thread too few
+costs at most the second core (1.19x in ``benchmarks/bench_threads.py``); one too many, 20x.
 
 Inter-op parallelism is kept at one thread. ``configure()`` applies the count to torch (and to
 OpenCV when it is loaded); the CLI calls it before any command runs, library users may call it.
@@ -32,6 +40,24 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def busy_cores(samples: int = 4, interval_s: float = 0.005) -> int:
+    """Cores that other work keeps busy now: the runnable tasks the kernel counts in
+    ``/proc/loadavg`` (field 4, ``running/total``), less this process, least of ``samples`` reads
+    ``interval_s`` apart (a task that runs for a moment is not load). 0 where it cannot be read."""
+    import time
+    least = None
+    for k in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        least = running if least is None else min(least, running)
+        if k + 1 < samples:
+            time.sleep(interval_s)
+    return max(0, (least or 1) - 1)  # this process is one of the runnable tasks
+
+
 def _positive(text: str, what: str) -> int:
     try:
         n = int(text)
@@ -52,7 +78,12 @@ def choose(threads: str | int | None = None, shards: int = 1) -> tuple[int, str]
         return _positive(os.environ[ENV], ENV), ENV
     if os.environ.get("OMP_NUM_THREADS"):
         return _positive(os.environ["OMP_NUM_THREADS"], "OMP_NUM_THREADS"), "OMP_NUM_THREADS"
-    return max(1, available_cores() // max(1, shards)), "default"
+    cores = available_cores()
+    share = max(1, cores // max(1, shards))
+    free = max(1, cores - busy_cores())
+    if free < share:
+        return free, f"default ({cores} cores, {cores - free} busy with other work)"
+    return share, "default"
 
 
 def from_argv(argv: list[str]) -> tuple[list[str], str | None, int]:

@@ -22,8 +22,8 @@ from vpcli.errors import VpcliError
 
 app = typer.Typer(
     name="vpcli",
-    help="Video prediction toolkit: predict future frames with SLAMP, HVP, SADM or LMVP; "
-         "segment and estimate flow; train; evaluate with PSNR/SSIM/LPIPS/FVD.\n\n"
+    help="Video prediction toolkit: predict future frames with SLAMP, SLAMP-Baseline or LMVP (HVP and SADM "
+         "are not built yet); segment and estimate flow; train; evaluate with PSNR/SSIM/LPIPS/FVD/mIoU.\n\n"
          "Example: vpcli predict clip.mp4 --method slamp --horizon 30 --out preds/",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> None:
         argv.insert(0, "--debug")
     try:
         with _sigterm_unwinds():
-            from vpcli import threads  # --threads N anywhere on the line, else VPCLI_THREADS, else cores / shards
+            from vpcli import threads  # --threads N anywhere on the line, else VPCLI_THREADS, else free cores / shards
             argv, wanted, shards = threads.from_argv(argv)
             n, source = threads.choose(wanted, shards)
-            threads.configure(n, explicit=source != "default")
+            threads.configure(n, explicit=not source.startswith("default"))
             code = app(args=argv, prog_name="vpcli", standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("aborted\n")

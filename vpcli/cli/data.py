@@ -76,11 +76,15 @@ def convert(
     Example: vpcli data convert clips/*.avi --out mp4s/ --size 128x128 --stride 2
     """
     from vpcli import api
+    from vpcli.cli.render import ConvertRenderer
     options = api.ConvertOptions(format=format, lossless=lossless, fps=fps, start=start, end=end, stride=stride,
                                  size=size, recursive=recursive, shard=shard, overwrite=overwrite)
-    raise typer.Exit(api.convert(inputs, out, options,
-                                 for_each=lambda items, fn: run_per_input(items, fn, as_json=json,
-                                                                          name=lambda p: str(p[0]))))
+    progress = ConvertRenderer(json)
+    try:
+        code = api.convert(inputs, out, options, callback=progress, for_each=progress.for_each)
+    finally:
+        progress.stop()  # also on a failure or Ctrl-C: the terminal is left clean
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -123,10 +127,13 @@ def moving_digits(
 
     Example: vpcli data moving-digits --out mmnist-test --num 256 --length 25 --seed 0
     """
+    from vpcli.cli.progress import counting
     from vpcli.data.moving_digits import generate_moving_digits
     source = mnist if mnist is not None else ("glyphs" if glyphs else "sklearn")
-    path = generate_moving_digits(out, num_sequences=num, length=length, num_digits=digits, seed=seed,
-                                  digit_source=source, split=split_, format=format, overwrite=overwrite)
+    with counting("moving-digits", num, unit="seq", quiet=json) as progress:
+        path = generate_moving_digits(out, num_sequences=num, length=length, num_digits=digits, seed=seed,
+                                      digit_source=source, split=split_, format=format, overwrite=overwrite,
+                                      progress=progress)
     record = {"output": str(path), "sequences": num, "length": length}
     emit_json(record) if json else typer.echo(f"wrote {num} sequences of {length} frames -> {path}")
 
@@ -145,12 +152,14 @@ def synth_street(
     labels/ (Cityscapes train ids, palette PNG), flow_forward.npz, flow_backward.npz,
     occlusion.npz, depth, camera and meta.json.
 
-    Example: vpcli data synth-street --out street --num 20 --length 30 --size 128x256
+    Example: vpcli data synth-street --out street --num 4 --length 16 --size 128x256
     """
+    from vpcli.cli.progress import counting
     from vpcli.data.synth_street import SynthStreetConfig, generate
     from vpcli.io.sources import parse_size
     h, w = parse_size(size)
-    paths = generate(out, num_sequences=num, config=SynthStreetConfig(height=h, width=w, length=length), seed=seed,
-                     start_index=start, overwrite=overwrite)
+    with counting("synth-street", num, unit="seq", quiet=json) as progress:
+        paths = generate(out, num_sequences=num, config=SynthStreetConfig(height=h, width=w, length=length),
+                         seed=seed, start_index=start, overwrite=overwrite, progress=progress)
     record = {"output": str(out), "sequences": [p.name for p in paths]}
     emit_json(record) if json else typer.echo(f"wrote {len(paths)} sequences of {length} frames at {h}x{w} -> {out}")

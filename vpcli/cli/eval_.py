@@ -20,17 +20,22 @@ _METRICS = "Metrics"
 
 def evaluate(
     pred: Annotated[Optional[Path], typer.Option(
-        help="Folder of predictions (or one clip). NAME/sample_000.mp4 ... are samples of NAME.",
+        help="Folder of predictions (or one clip): vpcli predict's NAME/sample_000.mp4 ... are samples of NAME; "
+             "vpcli segment / flow output folders NAME/ are the label maps / flow of NAME.",
         rich_help_panel=_FOLDERS)] = None,
     gt: Annotated[Optional[Path], typer.Option(
-        help="Folder of ground truth (or one clip), matched to --pred by relative path without extension.",
+        help="Folder of ground truth (or one clip), matched to --pred by name: NAME.mp4, NAME/ frames, NAME.npz, "
+             "or a folder vpcli wrote (data convert NAME/video.mp4, synth-street, segment, flow).",
         rich_help_panel=_FOLDERS)] = None,
-    gt_offset: Annotated[int, typer.Option(
-        min=0, help="Skip this many leading ground-truth frames (context kept in the clips).",
-        rich_help_panel=_FOLDERS)] = 0,
+    gt_offset: Annotated[Optional[int], typer.Option(
+        min=0, help="Compare prediction frame t with ground-truth frame N + t (default: the first predicted frame "
+                    "from the prediction's meta.json, else 0). Refused if it would score context frames.",
+        show_default=False, rich_help_panel=_FOLDERS)] = None,
     align: Annotated[bool, typer.Option(
         "--align", help="Truncate both to the shorter length and resize predictions to the ground truth's "
-                        "size (with a warning) instead of failing.", rich_help_panel=_FOLDERS)] = False,
+                        "size (with a warning) instead of failing. Not needed for vpcli's own predictions: "
+                        "their meta.json says which frames they are, and same-aspect ones are scored at their size.",
+        rich_help_panel=_FOLDERS)] = False,
     method: Annotated[Optional[str], typer.Option(
         help="Predictor to evaluate (copy-last, convlstm, slamp, ...).", rich_help_panel=_MODEL)] = None,
     weights: Annotated[Optional[str], typer.Option(
@@ -42,8 +47,10 @@ def evaluate(
     samples: Annotated[int, typer.Option(
         min=1, help="Samples per sequence (one batch); the best per sequence and metric is kept.",
         rich_help_panel=_MODEL)] = 100,
-    context: Annotated[Optional[int], typer.Option(
-        min=1, help="Context frames (default: the weights' config).", rich_help_panel=_MODEL)] = None,
+    context: Annotated[Optional[str], typer.Option(
+        metavar="N|WEIGHTS", help="Context frames (default: the weights' config), or weights whose context length "
+                                  "to take, so a baseline is scored on the frames the method it is compared with is.",
+        rich_help_panel=_MODEL)] = None,
     horizon: Annotated[Optional[int], typer.Option(
         min=1, help="Future frames to predict and score (default: the weights' config).",
         rich_help_panel=_MODEL)] = None,
@@ -96,16 +103,22 @@ def evaluate(
     best.mp4 / worst.mp4 (context | ground truth | best sample) to --out, and prints a table
     (--json: one JSON line per sequence, then a summary line).
 
-    Folders: clips are matched by relative path without extension (videos, frame folders,
-    sequence folders, .npz stacks of 'frames' or 'labels'); NAME/sample_K.* are samples of NAME.
+    Folders: clips are matched by name (videos, frame folders, .npz stacks of 'frames', 'labels'
+    or 'flow', and the folders vpcli writes: data convert, synth-street, segment, flow);
+    NAME/sample_K.* are samples of NAME, scored from the first frame their meta.json names.
     Predictor: --batch-size sequences per predict call, each with --samples samples.
 
-    Example: vpcli eval --pred preds/ --gt clips/ --gt-offset 10 --metric psnr,ssim,lpips --out eval/
+    A metric whose weights are not available (lpips, csim, fvd offline) is left out: the others
+    are written, the missing ones listed in results.json with how to enable them, exit 1.
 
-    Example: vpcli eval --method convlstm --weights runs/a --samples 100 --metric psnr,ssim --out eval/
+    Example: vpcli predict clips/ --start 0 --horizon 10 --samples 5 --out preds/, then
+    vpcli eval --pred preds/ --gt clips/ --metric psnr,ssim --out eval/
+
+    Example: vpcli eval --method slamp --weights slamp-movingdigits --data synthetic:moving-digits
+    --num-sequences 16 --samples 10 --metric psnr,ssim --out eval/
     """
     from vpcli import api
-    from vpcli.cli.render_eval import EvalRenderer, print_summary
+    from vpcli.cli.render_eval import EvalRenderer, print_missing, print_summary
 
     options = api.EvalOptions(
         pred=pred, gt=gt, gt_offset=gt_offset, align=align, method=method, weights=weights, data=data,
@@ -119,3 +132,6 @@ def evaluate(
     finally:
         renderer.stop()
     print_summary(results, as_json=json)
+    if results.get("missing"):
+        print_missing(results)
+        raise typer.Exit(1)

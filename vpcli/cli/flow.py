@@ -16,7 +16,6 @@ from vpcli.cli.common import (
     Recursive,
     Seed,
     Shard,
-    run_per_input,
 )
 
 
@@ -40,15 +39,14 @@ def flow(
     Example: vpcli flow clip.mp4 --out flow/ --method dis --direction both --occlusion
     """
     from vpcli import api
-
-    def progress(event: str, record: dict) -> None:
-        if event == "done" and not json:
-            typer.echo(f"{record['input']}: {record['pairs']} pairs at {record['height']}x{record['width']} (HxW) "
-                       f"in {record['seconds']:.1f}s -> {record['output']}", err=True)
+    from vpcli.cli.render import FlowRenderer
 
     options = api.FlowOptions(method=method, direction=direction, occlusion=occlusion, size=size, preset=preset,
                               weights=weights, precision=precision, batch_size=batch_size, device=device, seed=seed,
                               shard=shard, recursive=recursive, overwrite=overwrite)
-    code = api.estimate_flow(inputs, out, options, callback=progress,
-                             for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    progress = FlowRenderer(json)
+    try:
+        code = api.estimate_flow(inputs, out, options, callback=progress, for_each=progress.for_each)
+    finally:
+        progress.stop()  # also on a failure or Ctrl-C: the terminal is left clean
     raise typer.Exit(code)

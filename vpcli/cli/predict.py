@@ -16,7 +16,6 @@ from vpcli.cli.common import (
     Recursive,
     Seed,
     Shard,
-    run_per_input,
 )
 
 
@@ -33,8 +32,10 @@ def predict(
     horizon: Annotated[int, typer.Option(min=1, help="Number of future frames to predict.")] = 30,
     samples: Annotated[int, typer.Option(min=1, help="Stochastic samples, computed as one batch from a context "
                                                      "encoded once.")] = 1,
-    context: Annotated[Optional[int], typer.Option(min=1, help="Context frames (default: the weights' data.context).",
-                                                   show_default=False)] = None,
+    context: Annotated[Optional[str], typer.Option(
+        metavar="N|WEIGHTS", help="Context frames (default: the weights' data.context), or weights whose context "
+                                  "length to take, so a baseline sees what the method it is compared with sees.",
+        show_default=False)] = None,
     start: Annotated[Optional[int], typer.Option(min=0, help="First context frame (default: the last frames of the "
                                                              "clip).", show_default=False)] = None,
     resize: Annotated[bool, typer.Option(help="Resize frames to the weights' resolution instead of refusing.")] = False,
@@ -68,7 +69,7 @@ def predict(
     The context is the last C frames of the clip (C from the weights, or --context), or C frames
     from --start. The same --seed gives the same samples. Clips run one at a time (--batch-size is 1).
 
-    Example: vpcli predict clip.mp4 --method slamp --weights runs/slamp --horizon 30 --samples 5 --out preds/
+    Example: vpcli predict clip.mp4 --method slamp --horizon 30 --samples 5 --out preds/
     """
     from vpcli import api
     from vpcli.cli.render import PredictRenderer
@@ -79,17 +80,8 @@ def predict(
         device=device, seed=seed, shard=shard, recursive=recursive, overwrite=overwrite, labels_from=labels_from,
         flow_from=flow_from)
     progress = PredictRenderer(json)
-
-    def for_each(items, fn):
-        def one(item):
-            try:
-                return fn(item)
-            finally:
-                progress.stop()  # a failed clip's bar must not stay on screen under the next one
-        return run_per_input(items, one, as_json=json, name=lambda p: str(p[0]))
-
     try:
-        code = api.predict(inputs, out, options, callback=progress, for_each=for_each)
+        code = api.predict(inputs, out, options, callback=progress, for_each=progress.for_each)
     finally:
         progress.stop()  # also on Ctrl-C / SIGTERM: the terminal is left clean
     raise typer.Exit(code)

@@ -4,43 +4,36 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vpcli.cli.common import emit_json, err_console
+from vpcli.cli.common import emit_json
 
 
 class EvalRenderer:
-    """Engine events -> a progress bar (stderr), or one JSON line per sequence (stdout) with --json."""
+    """Engine events -> a progress bar over the sequences (stderr; plain lines every few seconds
+    when stderr is not a terminal), or one JSON line per sequence (stdout) with --json."""
 
     def __init__(self, as_json: bool):
+        from vpcli.cli.progress import Progress
         self.as_json = as_json
-        self.progress = None
-        self.task = None
+        self.progress = Progress(quiet=as_json)
 
     def __call__(self, event: str, record: dict[str, Any]) -> None:
+        if event == "warning":
+            self.progress.warning(record["message"])
         if event == "sequence" and self.as_json:
             emit_json({"event": "sequence", **{k: v for k, v in record.items() if k != "total"}})
         if self.as_json:
             return
         if event == "start":
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            self.progress = Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), TextColumn("{task.fields[last]}"),
-                                     console=err_console(), transient=True)
-            self.progress.start()
-            self.task = self.progress.add_task("eval", total=record["sequences"], last="")
-        elif event == "sequence" and self.progress is not None:
-            last = " ".join(f"{k}={v:.4g}" for k, v in record["metrics"].items() if v is not None)
-            self.progress.update(self.task, completed=record["index"] + 1, last=f"{record['sequence']}: {last}")
+            self.progress.start("eval", record["sequences"], unit="seq")
+        elif event == "sequence":
+            values = [f"{k}={v:.4g}" for k, v in record["metrics"].items() if v is not None]
+            self.progress.update(record["index"] + 1, info=" ".join(values[:1]),
+                                 extra=" ".join(values[1:] + [f"[{record['sequence']}]"]))
+        elif event == "end":
+            self.progress.finish()
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.progress.stop()
 
 
 def _num(x: float | None, digits: int = 4) -> str:
@@ -53,7 +46,8 @@ def print_summary(results: dict[str, Any], *, as_json: bool) -> None:
         emit_json({"event": "summary", "out": results["out"], "sequences": results["sequences"],
                    "metrics": {k: {f: v.get(f) for f in ("mean", "ci95", "n", "higher_is_better", "capped_frames")
                                    if f in v} for k, v in results["metrics"].items()},
-                   "extremes": results.get("extremes", {}), "warnings": results.get("warnings", [])})
+                   "extremes": results.get("extremes", {}), "warnings": results.get("warnings", []),
+                   "missing": results.get("missing", [])})
         return
     from rich.console import Console
     from rich.table import Table
@@ -80,9 +74,18 @@ def print_summary(results: dict[str, Any], *, as_json: bool) -> None:
         unit = f" {m['unit']}" if m.get("unit") else ""
         table.add_row(name, _num(m.get("mean")) + unit, _num(m.get("ci95"), 2), str(m.get("n", "")),
                       "↑" if m["higher_is_better"] else "↓", "; ".join(notes))
+    for m in results.get("missing", []):
+        table.add_row(m["metric"], "-", "-", "-", "", "not computed (reason below)")
     console = Console(highlight=False, soft_wrap=True)
     console.print(table)
     for label, e in results.get("extremes", {}).items():
         video = f" -> {e['video']}" if e.get("video") else ""
         console.print(f"{label} sequence: {e['sequence']} ({e['metric']} {_num(e['value'])}, sample {e['sample']}){video}")
     console.print(f"results in {results['out']}/ (results.json, results.csv, plots)")
+
+
+def print_missing(results: dict[str, Any]) -> None:
+    """One line on stderr per metric that could not be computed: why, and how to enable it."""
+    import sys
+    for m in results.get("missing", []):
+        sys.stderr.write(f"error: {m['metric']} not computed: {m['reason']} (to enable: {m['enable']})\n")

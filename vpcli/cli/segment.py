@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,27 +16,7 @@ from vpcli.cli.common import (
     Recursive,
     Seed,
     Shard,
-    err_console,
-    run_per_input,
 )
-
-
-class _Progress:
-    """One line per finished input on stderr (nothing with --json: records go to stdout)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.console = quiet, err_console()
-
-    def __call__(self, event: str, record: dict[str, Any]) -> None:
-        if self.quiet:
-            return
-        if event == "start":
-            self.console.print(f"segmenting {record['inputs']} input(s) with {record['weights']} "
-                               f"({record['classes']} classes, {record['device']}) -> {record['out']}")
-        elif event == "done":
-            h, w = record["inference_size"]
-            self.console.print(f"{record['input']}: {record['frames']} frames at {h}x{w} (HxW) in {record['seconds']:.1f}s "
-                               f"({record['frames_per_s']:.1f} frames/s) -> {record['output']}")
 
 
 def segment(
@@ -65,9 +45,13 @@ def segment(
     Example: vpcli segment clips/ --out segs/ --size 256x512
     """
     from vpcli import api
+    from vpcli.cli.render import SegmentRenderer
     options = api.SegmentOptions(weights=weights, size=size, palette=palette, precision=precision, alpha=alpha,
                                  batch_size=batch_size, device=device, seed=seed, shard=shard, recursive=recursive,
                                  overwrite=overwrite)
-    code = api.segment(inputs, out, options, callback=_Progress(quiet=json),
-                       for_each=lambda items, fn: run_per_input(items, fn, as_json=json, name=lambda p: str(p[0])))
+    progress = SegmentRenderer(json)
+    try:
+        code = api.segment(inputs, out, options, callback=progress, for_each=progress.for_each)
+    finally:
+        progress.stop()  # also on a failure or Ctrl-C: the terminal is left clean
     raise typer.Exit(code)

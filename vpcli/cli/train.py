@@ -16,6 +16,9 @@ from vpcli.cli.common import (
 def train(
     method: Annotated[Optional[str], typer.Option(help="Predictor to train (see `vpcli train --list`).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Folder of clips, or synthetic:moving-digits / synthetic:synth-street.")] = None,
+    val: Annotated[Optional[str], typer.Option(
+        "--val", metavar="DIR", help="Folder of validation clips (default: the data's val split; a small folder "
+                                     "holds out one clip, a single clip its last window).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (config, metrics, checkpoints).")] = Path("run"),
     config: Annotated[Optional[str], typer.Option(help="Preset name or YAML file.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config value, e.g. train.lr=0.001.")] = None,
@@ -41,7 +44,8 @@ def train(
     Ctrl-C (or SIGTERM) saves a checkpoint; --resume RUN continues exactly. Under
     `torchrun --nproc-per-node N -m vpcli train ...` it trains data-parallel.
 
-    Example: vpcli train --config convlstm-mmnist-tiny --out runs/tiny --set train.steps=40
+    Example: vpcli train --config convlstm-mmnist-tiny --out runs/tiny --set train.steps=40, then
+    vpcli eval --weights runs/tiny --data synthetic:moving-digits --num-sequences 8 --metric psnr,ssim --out eval/
     """
     from vpcli import api
     if list_:
@@ -51,10 +55,14 @@ def train(
         typer.echo("presets: " + ", ".join(list_presets()))
         return
     from vpcli.cli.render import TrainRenderer
-    options = api.TrainOptions(out=out, method=method, data=data, config=config, overrides=set_ or [],
+    options = api.TrainOptions(out=out, method=method, data=data, val=val, config=config, overrides=set_ or [],
                                resume=resume, init=init or [], stage=stage, labels_from=labels_from,
                                flow_from=flow_from, batch_size=batch_size, device=device, seed=seed,
                                overwrite=overwrite)
-    summary = api.train(options, callback=TrainRenderer(json))
+    renderer = TrainRenderer(json)
+    try:
+        summary = api.train(options, callback=renderer)
+    finally:
+        renderer.stop()  # also when training fails: the terminal is left clean
     if summary["status"] == "interrupted":  # a checkpoint was saved; 128 + the signal's number
         raise typer.Exit(143 if summary.get("signal") == "SIGTERM" else 130)

@@ -15,13 +15,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from vpcli.api import WEIGHTS_FORMATS
-from vpcli.cli.common import emit_json, err_console, run_per_input
+from vpcli.cli.common import emit_json, run_per_input
 from vpcli.errors import UsageError
 
 app = typer.Typer(
     help="List, download, verify and inspect named weights (see the manifest schema in "
          "weights_manifest.yaml); export a training run's weights or convert other projects' "
-         "checkpoints.\n\nExample: vpcli weights download NAME, then vpcli weights verify",
+         "checkpoints.\n\nExample: vpcli weights download pwcnet-sniklaus, then vpcli weights verify pwcnet-sniklaus",
     no_args_is_help=True)
 
 Manifests = Annotated[Optional[list[Path]], typer.Option(
@@ -43,7 +43,7 @@ def _entry_record(entry, loc) -> dict[str, Any]:
 def list_(manifest: Manifests = None, json: JsonOut = False) -> None:
     """Every named set of weights: task, architecture, source and whether it is on disk.
 
-    Example: vpcli weights list --manifest my_weights.yaml
+    Example: vpcli weights list --json
     """
     from vpcli.weights import locate
 
@@ -88,6 +88,7 @@ def download(
 
     Example: vpcli weights download deeplabv3plus-mobilenet-cityscapes-vainf pwcnet-sniklaus
     """
+    from vpcli.cli.progress import counting, message
     from vpcli.weights import expected_sha256, resolve_entry
 
     if bool(names) == all_:
@@ -107,13 +108,13 @@ def download(
 
     def one(name: str) -> dict[str, Any]:
         entry = registry.get(name)
-        with _ProgressBar(name) as bar:
-            resolved = resolve_entry(entry, download=True, progress=bar.update, trust_first_use=bool(names))
+        with counting(name, unit="bytes", quiet=json) as progress:
+            resolved = resolve_entry(entry, download=True, progress=progress, trust_first_use=bool(names))
         if resolved.first_use:
-            sys.stderr.write(f"warning: {name}: its publisher gives no sha256; recorded sha256 {resolved.sha256} of "
-                             f"this first download from {entry.source.describe()} (trust on first use): compare it "
-                             f"with a copy you trust; every later load must match it\n")
-        sys.stderr.write(f"{name}: ok ({resolved.path})\n")
+            message(f"warning: {name}: its publisher gives no sha256; recorded sha256 {resolved.sha256} of "
+                    f"this first download from {entry.source.describe()} (trust on first use): compare it "
+                    f"with a copy you trust; every later load must match it")
+        message(f"{name}: ok ({resolved.path})")
         return {"name": name, "path": str(resolved.path), "sha256": resolved.sha256, "source": resolved.source,
                 "first_use": resolved.first_use}
 
@@ -167,7 +168,7 @@ def info(
 ) -> None:
     """Every field of one entry: source, sha256, licence, training data, metrics, local status.
 
-    Example: vpcli weights info slamp-mmnist --json
+    Example: vpcli weights info slamp-movingdigits --json
     """
     from vpcli.weights import locate, recorded_sha256
 
@@ -196,34 +197,6 @@ def info(
         sys.stdout.write(f"{key:<{width}}  {value}\n")
 
 
-class _ProgressBar:
-    """A byte progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self._progress = None
-        self._task = None
-
-    def __enter__(self) -> "_ProgressBar":
-        console = err_console()
-        if console.is_terminal:
-            from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-            self._progress = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                                      console=console, transient=True)
-            self._progress.start()
-            self._task = self._progress.add_task(self.name, total=None)
-        return self
-
-    def update(self, done: int, total: int | None) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=done, total=total)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `vpcli train`.")],
@@ -241,8 +214,9 @@ def export(
     """Export a run's weights as a bundle-ready safetensors file plus its manifest entry
     (sha256, config, training provenance, validation scores) in NAME.manifest.yaml beside it.
 
-    Example: vpcli weights export runs/a --name convlstm-mmnist --fp16, then
-    vpcli weights list --manifest runs/a/export/convlstm-mmnist.manifest.yaml
+    Example: vpcli train --config convlstm-mmnist-tiny --out runs/tiny, then
+    vpcli weights export runs/tiny --name my-convlstm --fp16, then
+    vpcli weights list --manifest runs/tiny/export/my-convlstm.manifest.yaml
     """
     if which not in ("best", "last"):
         raise UsageError(f"--which must be best or last, got {which!r}", "pass --which best or --which last")

@@ -297,12 +297,16 @@ def _beside(path: Path) -> dict:
 
 
 def _discover(spec: Path, recursive: bool) -> list[tuple[ClipRecord, str]]:
+    from vpcli.io.sources import converted_clip
     from vpcli.io.video import is_frame_folder, is_video_file
 
     out: list[tuple[ClipRecord, str]] = []
 
     def add_path(p: Path, rel: str) -> None:
-        if p.is_dir() and is_synth_street_sequence(p):
+        converted = converted_clip(p)  # a `vpcli data convert` folder NAME/ is the clip NAME
+        if converted is not None:
+            out.append((ClipRecord(rel, "all", "folder", video=converted, companions=_beside(p)), rel))
+        elif p.is_dir() and is_synth_street_sequence(p):
             frames = tuple(_list_files(p / "frames", _IMAGE_EXTS))
             out.append((ClipRecord(rel, "all", "synth_street", frames=frames,
                                    companions=synth_street_companions(p)), rel))

@@ -21,6 +21,7 @@ __all__ = ["CONVERT_FORMATS", "ConvertOptions", "convert", "convert_clip", "data
 # --format -> what a converted clip's folder holds
 CONVERT_FORMATS = {"mp4": "video.mp4", "mkv": "video.mkv", "gif": "video.gif", "png": "frames"}
 ForEach = Callable[[list, Callable[[Any], dict[str, Any]]], Any]
+Callback = Callable[[str, dict[str, Any]], None]
 
 
 def _run_all(items: list, fn: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -68,37 +69,48 @@ class ConvertOptions(InputOptions):
         object.__setattr__(self, "size", parse_size(self.size))  # frozen: normalise once, here
 
 
-def convert_clip(path: Path, out_dir: Path, options: ConvertOptions | None = None) -> dict[str, Any]:
+def convert_clip(path: Path, out_dir: Path, options: ConvertOptions | None = None, *,
+                 callback: Callback | None = None) -> dict[str, Any]:
     """Re-encode one clip into ``out_dir`` (``video.mp4``/``video.mkv``/``video.gif`` or PNG
-    ``frames/``) plus ``meta.json``, streaming frame by frame. Nothing is left on failure."""
+    ``frames/``) plus ``meta.json``, streaming frame by frame. Nothing is left on failure.
+
+    ``callback(event, record)`` gets ``input`` (with the ``frames`` expected), ``progress`` after
+    each frame and ``done``."""
     from vpcli.io.atomic import atomic_dir
     from vpcli.io.video import VideoWriter, iter_frames, probe
     o = options if options is not None else ConvertOptions()
     info = probe(path)
     t0 = time.perf_counter()
+    expected = len(range(o.start, info.num_frames if o.end is None else min(o.end, info.num_frames), o.stride))
+    if callback:
+        callback("input", {"input": str(path), "out": str(out_dir), "frames": expected})
     with atomic_dir(out_dir, overwrite=o.overwrite) as tmp:
         target = tmp / CONVERT_FORMATS[o.format]
         out_fps = o.fps or info.fps / o.stride
         with VideoWriter(target, out_fps, lossless=o.lossless) as writer:
             for frame in iter_frames(path, start=o.start, end=o.end, stride=o.stride, size=o.size):
                 writer.write(frame)
+                if callback:
+                    callback("progress", {"input": str(path), "done": writer.frames_written, "total": expected})
         record = {"output": str(out_dir / CONVERT_FORMATS[o.format]), "frames": writer.frames_written,
                   "fps": out_fps}
         size = None if o.size is None else f"{o.size[0]}x{o.size[1]}"
         write_meta(tmp, run_meta(command="data convert", input=str(path), format=o.format, lossless=o.lossless,
                                  start=o.start, end=o.end, stride=o.stride, size=size, source=video_info(path),
                                  seconds=round(time.perf_counter() - t0, 3), **record))
+    if callback:
+        callback("done", {"input": str(path), **record})
     return record
 
 
 def convert(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, options: ConvertOptions | None = None, *,
-            for_each: ForEach | None = None) -> Any:
-    """Re-encode every input into ``out/<name>/`` (see :func:`convert_clip`); ``for_each`` as in
-    :func:`data_info`."""
+            callback: Callback | None = None, for_each: ForEach | None = None) -> Any:
+    """Re-encode every input into ``out/<name>/`` (see :func:`convert_clip`, also for ``callback``);
+    ``for_each`` as in :func:`data_info`."""
     o = options if options is not None else ConvertOptions()
     items = collect_inputs(list(inputs), recursive=o.recursive, shard=o.shard)
     out = Path(out)
-    return (for_each or _run_all)(items, lambda item: convert_clip(item[0], out / item[1], o))
+    return (for_each or _run_all)(items, lambda item: convert_clip(item[0], out / item[1], o, callback=callback))
 
 
 def data_split(folder: Path, out: Path, fractions: str = "0.8,0.1,0.1", *, overwrite: bool = False) -> dict[str, Any]:

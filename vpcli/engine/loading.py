@@ -55,7 +55,7 @@ def _from_entry(entry) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     resolved = resolve_entry(entry)
     base = dict(entry.load_config())
     base.setdefault("method", entry.arch)
-    base = {k: v for k, v in base.items() if k in ("method", "data", "model", "train", "inputs")}
+    base = _keep_run_keys(base)
     info = {"name": entry.name, "path": str(resolved.path), "sha256": resolved.sha256, "kind": "manifest",
             "default": False}
     return resolved.path, base, info
@@ -176,4 +176,27 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
     return model.to(device).eval(), cfg, info
 
 
-__all__ = ["WEIGHTS_FORMS", "find_config", "load_predictor"]
+def context_of(weights: str | os.PathLike) -> int:
+    """The context length that ``weights`` (a run folder, a checkpoint beside its config, or a
+    manifest name) were trained with: what ``--context WEIGHTS`` gives a baseline."""
+    from vpcli.engine.run import resolve_config
+    text = str(weights)
+    if not _looks_like_path(text):
+        from vpcli.weights import load_manifests
+        reg = load_manifests()
+        if text in reg.names():
+            entry = reg.get(text)
+            base = dict(entry.load_config())
+            base.setdefault("method", entry.arch)
+            return int(resolve_config(None, None, [], base=_keep_run_keys(base)).data.context)
+        _, base, _ = _from_path(text, reg.names())
+    else:
+        _, base, _ = _from_path(text, [])
+    return int(resolve_config(None, None, [], base=base).data.context)
+
+
+def _keep_run_keys(base: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in base.items() if k in ("method", "data", "model", "train", "inputs")}
+
+
+__all__ = ["WEIGHTS_FORMS", "context_of", "find_config", "load_predictor"]

@@ -422,6 +422,7 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
             seed=seed, samples=samples, horizon=horizon,
             context={"frames": c_len, "indices": list(range(*facts["indices"])),
                      "start": facts["indices"][0], "chosen_by": "--start" if start is not None else "last frames of the clip"},
+            first_predicted_frame=facts["indices"][1],  # sample_K frame t is frame first + t of the input (vpcli eval)
             inputs={**filler.describe(), **facts.get("inputs_from", {})},
             predicted=sorted(model.outputs), extras=({n: {"kind": e.kind, "description": e.description}
                                                       for n, e in model.extras.items()} if save_components else {}),
@@ -463,7 +464,7 @@ class PredictOptions(DeviceOptions):
     horizon: int = 30
     samples: int = 1
     start: int | None = None
-    context: int | None = None
+    context: int | str | None = None  # N, or weights (run, file, name) whose context length to take
     resize: bool = False
     grid: bool = False
     save_components: bool = False
@@ -481,10 +482,21 @@ class PredictOptions(DeviceOptions):
                                        or self.start < 0):
             raise UsageError(f"--start must be an integer >= 0, got {self.start!r}",
                              "omit --start to use the last frames of the clip")
-        if self.context is not None:
+        if isinstance(self.context, str) and self.context.strip().lstrip("+-").isdigit():
+            object.__setattr__(self, "context", int(self.context))  # a frozen dataclass
+        if self.context is not None and not isinstance(self.context, str):
             check_positive_int(self.context, "--context")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"choose one of {', '.join(PRECISIONS)}")
+
+
+def context_length(context: int | str | None, cfg, weights_info: dict[str, Any]) -> int | None:
+    """``--context``: None (the weights' length), N, or weights whose ``data.context`` to take
+    (so that a parameter-free baseline sees the frames the method it is compared with sees)."""
+    if not isinstance(context, str):
+        return context
+    from vpcli.engine.loading import context_of
+    return context_of(context)
 
 
 def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptions | None = None, *,
@@ -511,6 +523,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     model, cfg, winfo = load_predictor(method, o.weights, device=o.device, channels=3)
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
+    context = context_length(o.context, cfg, winfo)
 
     def for_clip(path: Path):
         if not winfo.get("default") or getattr(model.config, "channels", 3) != 3:
@@ -541,25 +554,27 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
         if id(model) not in fillers:  # one per model: an on-the-fly segmenter / flow net loads once
             fillers[id(model)] = InputFiller(model.inputs, input_cfg, method=cfg.method, device=o.device)
         clip_notes = list(notes)
-        if winfo.get("default"):
-            kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
-            msg = (f"no --weights given: using {winfo['name']}, the first {cfg.method} weights in the manifests "
-                   f"for {kind} clips")
-            clip_notes.append(msg)
-            if msg not in announced:  # once per run, not once per clip
-                announced.add(msg)
-                _warn(callback, msg, [])
-        samples = o.samples
-        if getattr(model, "deterministic", False) and samples > 1:
-            samples = 1
-            msg = (f"{cfg.method} is deterministic: --samples {o.samples} would give {o.samples} identical "
-                   "samples; writing one")
+
+        def note(msg: str) -> None:  # in this clip's meta.json; on stderr once per run, not once per clip
             clip_notes.append(msg)
             if msg not in announced:
                 announced.add(msg)
                 _warn(callback, msg, [])
+
+        if winfo.get("kind") is None and o.context is None:
+            note(f"{cfg.method} has no context length of its own: using {cfg.data.context} frames; pass "
+                 "--context N, or --context WEIGHTS to take the context of the method it is compared with")
+        if winfo.get("default"):
+            kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
+            note(f"no --weights given: using {winfo['name']}, the first {cfg.method} weights in the manifests "
+                 f"for {kind} clips")
+        samples = o.samples
+        if getattr(model, "deterministic", False) and samples > 1:
+            samples = 1
+            note(f"{cfg.method} is deterministic: --samples {o.samples} would give {o.samples} identical "
+                 "samples; writing one")
         return predict_clip(path, out / name, model, cfg, winfo, horizon=o.horizon, samples=samples, seed=o.seed,
-                            start=o.start, context=o.context, resize=o.resize, grid=o.grid,
+                            start=o.start, context=context, resize=o.resize, grid=o.grid,
                             save_components=o.save_components, lossless=o.lossless, precision=o.precision,
                             device=o.device, overwrite=o.overwrite, callback=callback, filler=fillers[id(model)],
                             extra_meta={"name": name, "notes": clip_notes} if clip_notes else {"name": name})
@@ -567,5 +582,5 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     return (for_each or _default_for_each)(items, one)
 
 
-__all__ = ["PredictOptions", "PredictWarning", "context_range", "is_greyscale", "luma_601", "predict",
+__all__ = ["PredictOptions", "PredictWarning", "context_length", "context_range", "is_greyscale", "luma_601", "predict",
            "predict_clip", "to_uint8"]

@@ -37,7 +37,8 @@ class DataConfig:
     channels: int = 3
     frame_step: int = 1
     train_clips: int = 0                      # synthetic sources: clips per epoch (0 = the generator's default)
-    val_clips: int = 16
+    val_clips: int = 16                       # 0 = no validation; folder sources hold out at least one clip
+    val_source: str = ""                      # a folder of validation clips (--val); "" = a split of source
     window_stride: int = 0                    # folder sources: frames between window starts (0 = a window's span)
 
     def __post_init__(self):

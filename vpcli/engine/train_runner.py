@@ -32,6 +32,7 @@ class TrainOptions:
     out: Path = Path("run")
     method: str | None = None
     data: str | None = None
+    val: str | None = None
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
     resume: Path | None = None
@@ -57,7 +58,8 @@ class TrainOptions:
 
     def all_overrides(self) -> list[str]:
         out = list(self.overrides)
-        for key, value in (("data.source", self.data), ("train.batch_size", self.batch_size),
+        for key, value in (("data.source", self.data), ("data.val_source", self.val),
+                           ("train.batch_size", self.batch_size),
                            ("train.seed", self.seed), ("inputs.labels", self.labels_from),
                            ("inputs.flow", self.flow_from)):
             if value is not None:
@@ -66,8 +68,17 @@ class TrainOptions:
 
 
 def build_datasets(run_cfg, seed: int, needs: frozenset[str] = frozenset({"rgb"})):
-    """Train and validation datasets for a run config (validation may be absent); the companions
-    the method needs from the data (its inputs whose source is ``companion``) are required."""
+    """Train and validation datasets for a run config, and one sentence saying where validation
+    comes from (validation may be absent only when ``data.val_clips`` is 0 or nothing can be held
+    out); the companions the method needs from the data (its inputs whose source is
+    ``companion``) are required.
+
+    A folder source is split by the hash of each clip's path (80/10/10, :mod:`vpcli.data.clips`);
+    when that leaves no validation clip (a small folder), one training clip is held out instead
+    (the one whose path hashes lowest), and a folder of a single clip holds out its last window
+    of frames. ``data.val_source`` (``--val DIR``) names a validation folder instead, every clip
+    of it used.
+    """
     from vpcli.data.clips import make_dataset
     from vpcli.engine.inputs import companions_wanted
     d = run_cfg.data
@@ -80,18 +91,83 @@ def build_datasets(run_cfg, seed: int, needs: frozenset[str] = frozenset({"rgb"}
     train_kw = {"num_clips": d.train_clips} if synthetic and d.train_clips else {}
     if not synthetic and d.window_stride:
         train_kw["window_stride"] = d.window_stride  # validation keeps disjoint windows
-    train_set = make_dataset(d.source, split="train", **common, **train_kw)
-    if len(train_set) == 0:
-        raise InputError(f"{d.source} yields no training clips of {d.length} frames",
-                         "add longer clips, or lower data.context / data.future / data.frame_step")
+    if d.val_source and d.val_clips == 0:
+        raise ConfigError("data.val_source (--val) is set but data.val_clips is 0",
+                          "drop --val, or set data.val_clips to the number of validation windows (>= 1)")
+    no_clips = InputError(f"{d.source} yields no training clips of {d.length} frames",
+                          "add longer clips, or lower data.context / data.future / data.frame_step")
+    if synthetic:
+        train_set = make_dataset(d.source, split="train", **common, **train_kw)
+        if not d.val_clips:
+            return train_set, None, "no validation (data.val_clips is 0)"
+        val_set = make_dataset(d.source, split="val", num_clips=d.val_clips, **common)
+        return train_set, val_set, f"validation: {len(val_set)} generated clips"
+    train_set = _split_or_none(d.source, "train", common, train_kw)
+    if d.val_source:
+        if train_set is None:
+            train_set = _split_or_none(d.source, None, common, train_kw)  # --val: every clip trains
+        if train_set is None:
+            raise no_clips
+        val_set = make_dataset(d.val_source, split=None, **common)  # every clip of the folder
+        return train_set, val_set, f"validation: {len(val_set)} windows from {d.val_source}"
+    val_set = _split_or_none(d.source, "val", common, {}) if d.val_clips else None
+    if train_set is not None and (val_set is not None or not d.val_clips):
+        note = (f"validation: {len(val_set)} windows of the source's val split" if val_set is not None
+                else "no validation (data.val_clips is 0)")
+        return train_set, val_set, note
+    # A small folder: the hash split left no training or no validation clip.
+    pool = [s for ds in (train_set, val_set) if ds is not None for s in ds.sources]
+    note = ""
+    if not pool:
+        test_set = _split_or_none(d.source, "test", common, {})
+        if test_set is None:  # then no clip is long enough: say how many are too short
+            make_dataset(d.source, split=None, **common)
+            raise no_clips
+        pool = list(test_set.sources)
+        note = f"every clip of {d.source} falls in the test part of the hash split, so they train; "
+    return _hold_out(pool, common, train_kw, d.val_clips, note)
+
+
+def _split_or_none(source: str, split: str | None, common: dict, kw: dict):
+    """The ``split`` of a folder source, or None when it holds no clip (long enough)."""
+    from vpcli.data.clips import make_dataset
     try:
-        val_kw = {"num_clips": d.val_clips} if synthetic else {}
-        val_set = make_dataset(d.source, split="val", **common, **val_kw) if d.val_clips else None
-    except InputError:
-        val_set = None  # too few clips for a validation split: train without one
-    if val_set is not None and len(val_set) == 0:
-        val_set = None
-    return train_set, val_set
+        ds = make_dataset(source, split=split, **common, **kw)
+    except InputError as e:
+        if not e.message.startswith("no clip is long enough"):  # a missing folder, no videos at all, ...
+            raise
+        return None  # the split selected no clip
+    return ds if len(ds) else None
+
+
+def _hold_out(sources: list, common: dict, train_kw: dict, val_clips: int, note: str):
+    """Clips of a folder whose hash split gave no validation (or no training) clip: hold out one
+    clip, or the last window of a single clip (see :func:`build_datasets`)."""
+    import dataclasses
+    import hashlib
+
+    from vpcli.data.clips import ClipDataset
+    if not val_clips:
+        return ClipDataset([s.record for s in sources], split=None, **common, **train_kw), None, \
+            note + "no validation (data.val_clips is 0)"
+    if len(sources) >= 2:
+        held = min(sources, key=lambda s: hashlib.sha256(s.rel.encode("utf-8")).digest())
+        train = ClipDataset([s.record for s in sources if s is not held], split=None, **common, **train_kw)
+        val = ClipDataset([held.record], split=None, **common)
+        return train, val, note + (f"validation: held out clip {held.rel} ({len(val)} windows), since the "
+                                   "folder's hash split gave none (--val DIR chooses a folder)")
+    (only,) = sources
+    span = (common["context"] + common["future"] - 1) * common["frame_step"] + 1
+    if only.num_frames < 2 * span:
+        train = ClipDataset([only.record], split=None, **common, **train_kw)
+        return train, None, note + (f"no validation: {only.rel} is the only clip and has {only.num_frames} "
+                                    f"frames, fewer than two windows of {span} (pass --val DIR)")
+    rec = only.record
+    cut = rec.start + only.num_frames - span  # the last window of frames is validation, the rest training
+    train = ClipDataset([dataclasses.replace(rec, end=cut)], split=None, **common, **train_kw)
+    val = ClipDataset([dataclasses.replace(rec, start=cut, end=cut + span)], split=None, **common)
+    return train, val, note + (f"validation: the last {span} frames of {only.rel} (frames {cut}..{cut + span - 1}), "
+                               "trained on the frames before them (--val DIR chooses a folder)")
 
 
 def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -202,7 +278,7 @@ def train(options: TrainOptions, *, callback: Callback | None = None) -> dict[st
         file, held = _init_file(src)
         load_weights(model, file, parts or held)
     needs = frozenset(getattr(model, "inputs", frozenset({"rgb"})))
-    train_set, val_set = build_datasets(run_cfg, run_cfg.train.seed, needs)
+    train_set, val_set, val_note = build_datasets(run_cfg, run_cfg.train.seed, needs)
     filler = InputFiller(needs, run_cfg.inputs, method=run_cfg.method, device=o.device, where=run_cfg.data.source)
     full = run_cfg.to_dict()
     trainer = Trainer(model, train_set, run_cfg.train, run_dir, val_set=val_set, full_config=full,
@@ -213,7 +289,7 @@ def train(options: TrainOptions, *, callback: Callback | None = None) -> dict[st
         _make_run_dir(run_dir, o.overwrite)
         write_text(run_dir / "config.yaml", yaml.safe_dump(full, sort_keys=False))
     try:
-        return _fit(trainer, o, callback, run_cfg, train_set, val_set, filler, run_dir, resume)
+        return _fit(trainer, o, callback, run_cfg, train_set, val_set, filler, run_dir, resume, val_note)
     except BaseException:
         # A fresh run that fails (or is stopped) before its first checkpoint is not a run: remove
         # it, so that the rerun is not refused as "already holds a run" with nothing to resume.
@@ -223,10 +299,11 @@ def train(options: TrainOptions, *, callback: Callback | None = None) -> dict[st
 
 
 def _fit(trainer, o: TrainOptions, callback, run_cfg, train_set, val_set, filler, run_dir: Path,
-         resume: bool) -> dict[str, Any]:
+         resume: bool, val_note: str = "") -> dict[str, Any]:
     if callback is not None and trainer.info.is_main:
         callback("start", {"method": run_cfg.method, "steps": trainer.total, "run_dir": str(run_dir),
                            "train_clips": len(train_set), "val_clips": len(val_set) if val_set else 0,
+                           "validation": val_note,
                            "resumed_from": trainer.step if resume else None, "stage": trainer.stage.name,
                            "stages": [s.name for s in trainer.plan], "inputs": filler.describe(),
                            "stage_totals": {s.name: run_cfg.train.stage_steps.get(s.name, run_cfg.train.steps)

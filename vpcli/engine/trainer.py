@@ -622,6 +622,8 @@ class Trainer:
                 logs = self._train_iteration(self.fill_inputs(_batch_to(batch, self.device)))
                 self.step += 1
                 self.batch_in_epoch += 1
+                if self.info.is_main:  # every step, for a progress display; metrics.jsonl keeps log_every
+                    self.callback("step", {"step": self.step, "stage": self.stage.name, **logs})
                 if self.step % cfg.log_every == 0 or self.step == self.total:
                     now = time.perf_counter()
                     rate = (self.step - s_last) / max(now - t_last, 1e-9)

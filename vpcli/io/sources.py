@@ -55,17 +55,33 @@ def is_sequence_folder(p: Path) -> bool:
     return (p / "frames").is_dir() and any((p / n).exists() for n in ("labels", "flow_forward.npz", "meta.json"))
 
 
+# `vpcli data convert` writes each clip as ``NAME/video.<ext>`` beside ``NAME/meta.json`` (or as
+# ``NAME/frames/``, a sequence folder): such a folder is one input, the clip NAME, so converted
+# clips feed predict, segment, flow and eval without --recursive and keep their names.
+CONVERTED_VIDEOS = ("video.mp4", "video.mkv", "video.gif")
+
+
+def converted_clip(p: Path) -> Path | None:
+    """The video of a `vpcli data convert` output folder (``NAME/video.mp4`` + ``meta.json``), else None."""
+    if not p.is_dir() or not (p / "meta.json").is_file():
+        return None
+    return next((p / n for n in CONVERTED_VIDEOS if (p / n).is_file()), None)
+
+
 def _is_input(p: Path) -> bool:
     if _hidden(p) or is_companion(p):
         return False
     if p.is_file():
         return is_video_file(p)
-    return p.is_dir() and (is_frame_folder(p) or is_sequence_folder(p))
+    return p.is_dir() and (is_frame_folder(p) or is_sequence_folder(p) or converted_clip(p) is not None)
 
 
 def _as_clip(p: Path) -> Path:
-    """The frames of a sequence folder are its clip; anything else is its own clip."""
-    return p / "frames" if p.is_dir() and is_sequence_folder(p) else p
+    """The frames of a sequence folder, or the video of a converted one, are its clip; anything
+    else is its own clip."""
+    if p.is_dir() and is_sequence_folder(p):
+        return p / "frames"
+    return converted_clip(p) or p
 
 
 def _children_inputs(folder: Path, recursive: bool, _seen: set[Path] | None = None) -> list[Path]:
@@ -84,7 +100,7 @@ def _children_inputs(folder: Path, recursive: bool, _seen: set[Path] | None = No
 
 
 def _expand_folder(folder: Path, recursive: bool, spec: str) -> list[Path]:
-    if is_frame_folder(folder) or is_sequence_folder(folder):
+    if is_frame_folder(folder) or is_sequence_folder(folder) or converted_clip(folder) is not None:
         return [_as_clip(folder)]
     found = _children_inputs(folder, recursive)
     if found:
@@ -196,6 +212,8 @@ def _base_name(path: Path) -> str:
         if name == "frames" and is_sequence_folder(path.parent):
             return path.parent.name  # seq_00001/frames -> seq_00001
         return name  # frame folder: its name, dots and all ("shot.01")
+    if path.name in CONVERTED_VIDEOS and converted_clip(path.parent) == path:
+        return path.parent.name or path.resolve().parent.name  # converted/clip01/video.mp4 -> clip01
     return path.stem or name
 
 

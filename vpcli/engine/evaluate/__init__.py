@@ -3,8 +3,10 @@
 Two ways in, one aggregation:
 
 * **folders** (``pred=``, ``gt=``): predictions and ground truth written to disk, matched by name
-  (rule in :mod:`.folders`). A clip with several prediction samples is scored like a stochastic model's
-  samples (best of N).
+  (rule in :mod:`.folders`: what `vpcli data convert`, `segment`, `flow`, `predict` and the
+  synthetic generators write is matched as it is, and a prediction's ``meta.json`` says which
+  ground-truth frames it shows, so the context is never scored). A clip with several prediction
+  samples is scored like a stochastic model's samples (best of N).
 * **a predictor** (``method=``, ``weights=``, ``data=``): the papers' protocol (SVG, SLAMP, HVP):
   for every test sequence the context is encoded once and ``samples`` futures are drawn as one
   batch through ``Predictor.predict``; per-frame metrics are computed for every sample as the
@@ -27,7 +29,10 @@ the best and worst sequences are re-created at the end (re-read from disk, or re
 the same seed) for the comparison videos.
 
 Errors are raised before any output is published: the output folder is written under a
-temporary name and renamed when complete (``overwrite`` replaces an existing one).
+temporary name and renamed when complete (``overwrite`` replaces an existing one). A metric
+whose pretrained weights cannot be had (LPIPS, CSIM, FVD offline) is not an error while others
+can be computed: results.json lists it under ``missing`` with the reason and how to enable it
+(the CLI prints one line per metric and exits 1).
 
 One concern a module:
 
@@ -42,7 +47,7 @@ One concern a module:
 from __future__ import annotations
 
 from vpcli.engine.evaluate.aggregate import RunningCurve, select_best
-from vpcli.engine.evaluate.folders import EvalWarning, match_folders, scan_clips
+from vpcli.engine.evaluate.folders import EvalWarning, match_folders, resolve_offsets, scan_clips
 from vpcli.engine.evaluate.metrics import MetricRunner, build_metrics, parse_metric_names, parse_metric_weights
 from vpcli.engine.evaluate.options import EvalOptions
 from vpcli.engine.evaluate.outputs import plot_curve
@@ -62,6 +67,7 @@ __all__ = [
     "parse_metric_names",
     "parse_metric_weights",
     "plot_curve",
+    "resolve_offsets",
     "run_evaluation",
     "scan_clips",
     "select_best",

@@ -92,8 +92,14 @@ def parse_metric_weights(items: list[str] | dict[str, str] | None) -> dict[str, 
 
 def build_metrics(names: list[str], *, device: str = "cpu", metric_weights: dict[str, str] | None = None,
                   untrained_metrics: bool = False, lpips_net: str = "alex", num_classes: int = 19,
-                  miou_classes: str | None = None, seed: int = 0) -> list[MetricRunner]:
-    """Instantiate the metrics (resolving pretrained weights for LPIPS, CSIM and FVD)."""
+                  miou_classes: str | None = None, seed: int = 0,
+                  missing: list[dict[str, str]] | None = None) -> list[MetricRunner]:
+    """Instantiate the metrics (resolving pretrained weights for LPIPS, CSIM and FVD).
+
+    A metric whose weights cannot be had (not on disk, not downloadable offline, a bad file)
+    raises :class:`WeightsError`; with a ``missing`` list it is left out instead and described
+    there (:func:`missing_entry`: metric, reason, how to enable it), so the others still run.
+    """
     from vpcli.errors import ChecksumError, WeightsError
     runners = []
     for name in names:
@@ -101,12 +107,47 @@ def build_metrics(names: list[str], *, device: str = "cpu", metric_weights: dict
             runners.append(_build_metric(name, device=device, weights=metric_weights or {},
                                          untrained_metrics=untrained_metrics, lpips_net=lpips_net,
                                          num_classes=num_classes, miou_classes=miou_classes, seed=seed))
-        except ChecksumError:
-            raise  # says what to do already
         except WeightsError as e:
+            if missing is not None:
+                missing.append(missing_entry(name, e, (metric_weights or {}).get(name), lpips_net))
+                continue
+            if isinstance(e, ChecksumError):
+                raise  # says what to do already
             raise WeightsError(e.message, f"for vpcli eval: --metric-weights {name}=FILE_OR_NAME, or "
                                           f"--untrained-metrics for a smoke test; {e.hint}") from None
     return runners
+
+
+# The weights a metric resolves when --metric-weights does not name others, and what they hold.
+DEFAULT_METRIC_WEIGHTS = {"lpips": "lpips-{net}", "csim": "vgg16-imagenet", "fvd": "i3d-kinetics400"}
+_WEIGHTS_FILES = {"lpips": "the LPIPS heads with the {net} backbone", "csim": "torchvision's ImageNet VGG16",
+                  "fvd": "Kinetics-400 Inception-I3D"}
+
+
+def missing_entry(name: str, error: Exception, given: str | None, lpips_net: str = "alex") -> dict[str, str]:
+    """What results.json says of a metric that could not be computed: ``metric``, ``reason`` (one
+    line), ``enable`` (a command or the options that make it work) and the resolver's full ``hint``."""
+    from vpcli.errors import ChecksumError
+    wanted = given or DEFAULT_METRIC_WEIGHTS.get(name, "").format(net=lpips_net)
+    files = _WEIGHTS_FILES.get(name, "its weights").format(net=lpips_net)
+    if isinstance(error, ChecksumError):  # its hint says what to do with the bad file
+        enable = getattr(error, "hint", None) or f"replace the file, or pass --metric-weights {name}=FILE"
+    elif _in_manifest(wanted):
+        enable = f"vpcli weights download {wanted} (once, online), or --metric-weights {name}=FILE holding {files}"
+    else:
+        enable = (f"--metric-weights {name}=FILE holding {files}, or --untrained-metrics for a smoke test "
+                  f"(values not comparable)")
+    return {"metric": name, "weights": wanted, "reason": getattr(error, "message", str(error)), "enable": enable,
+            "hint": getattr(error, "hint", None) or ""}
+
+
+def _in_manifest(name: str) -> bool:
+    from vpcli.errors import VpcliError
+    from vpcli.weights.manifest import load_manifests
+    try:
+        return bool(name) and name in load_manifests()
+    except (VpcliError, OSError):  # a broken manifest is reported where it is used, not here
+        return False
 
 
 def _build_metric(name: str, *, device: str, weights: dict[str, str], untrained_metrics: bool, lpips_net: str,

@@ -30,14 +30,14 @@ class EvalOptions:
     # predictions on disk
     pred: Path | str | None = None
     gt: Path | str | None = None
-    gt_offset: int = 0                  # ground-truth frames skipped (context kept in the clips)
+    gt_offset: int | None = None        # ground-truth frames skipped; None: each prediction's meta.json, else 0
     align: bool = False                 # truncate / resize with a warning instead of failing
     # a predictor under the best-of-N protocol
     method: str | None = None
     weights: str | None = None
     data: str | None = None
     samples: int = 100
-    context: int | None = None
+    context: int | str | None = None  # N, or weights whose context length to take (a baseline's --context)
     horizon: int | None = None
     num_sequences: int | None = None
     split: str = "test"
@@ -84,8 +84,11 @@ class EvalOptions:
                              "see `vpcli eval --help` for --head")
         if folder_mode and self.head != "fused":
             raise UsageError("--head scores a predictor's heads; predictions on disk have none", "drop --head")
+        if isinstance(self.context, str) and self.context.strip().lstrip("+-").isdigit():
+            set_(self, "context", int(self.context))
         for opt, v, lo in (("--samples", self.samples, 1), ("--batch-size", self.batch_size, 1),
-                           ("--gt-offset", self.gt_offset, 0), ("--context", self.context, 1),
+                           ("--gt-offset", self.gt_offset, 0),
+                           ("--context", None if isinstance(self.context, str) else self.context, 1),
                            ("--horizon", self.horizon, 1), ("--num-sequences", self.num_sequences, 1),
                            ("--num-classes", self.num_classes, 1)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):

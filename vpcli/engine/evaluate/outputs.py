@@ -110,7 +110,8 @@ def _versions() -> dict[str, str]:
 
 
 def _protocol_text(mode: str, *, samples: int | None = None, context: int | None = None,
-                   horizon: int | None = None, n: int = 0, fvd: bool = False, gt_offset: int = 0) -> str:
+                   horizon: int | None = None, n: int = 0, fvd: bool = False, gt_offset: int | None = 0,
+                   curve_steps: bool = False) -> str:
     best = ("per sequence and metric the sample with the best mean over the frames is kept (highest for "
             "metrics where higher is better, e.g. PSNR/SSIM; lowest otherwise, e.g. LPIPS/MSE); reported: the mean "
             "over sequences of the kept samples' scores with a 95% confidence interval (Student t over sequences) "
@@ -123,8 +124,13 @@ def _protocol_text(mode: str, *, samples: int | None = None, context: int | None
             text += ("; FVD compares one sample per sequence (the first), context frames included, with the real "
                      "clips")
     else:
-        text = (f"folders: predictions matched to ground truth by relative name, frame t of a prediction against "
-                f"frame {gt_offset} + t of its ground truth; clips with several samples (NAME/sample_K): " + best)
+        first = (f"frame {gt_offset} + t of its ground truth" if gt_offset is not None else
+                 "ground-truth frame first + t, first being the first predicted frame named in the prediction's "
+                 "meta.json (vpcli predict; 0 without one)")
+        text = (f"folders: predictions matched to ground truth by name, frame t of a prediction against "
+                f"{first}; clips with several samples (NAME/sample_K): " + best)
+        if curve_steps:
+            text += " (the curves are over future steps 1, 2, ... as the clips start at different frames)"
         if fvd:
             text += "; FVD compares the first sample of every clip with the ground-truth clips"
     return text

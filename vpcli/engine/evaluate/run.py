@@ -9,7 +9,14 @@ from typing import Any
 import torch
 
 from vpcli.engine.evaluate.aggregate import Aggregator, FeatureSet, _clean, check_fvd_count
-from vpcli.engine.evaluate.folders import EvalWarning, _evaluate_folders, _folder_comparison, match_folders
+from vpcli.engine.evaluate.folders import (
+    DATA_KIND,
+    EvalWarning,
+    _evaluate_folders,
+    _folder_comparison,
+    match_folders,
+    resolve_offsets,
+)
 from vpcli.engine.evaluate.metrics import build_metrics
 from vpcli.engine.evaluate.options import Callback, EvalOptions
 from vpcli.engine.evaluate.outputs import _protocol_text, _versions, _write_comparison, write_plots, write_results
@@ -20,7 +27,7 @@ from vpcli.engine.evaluate.protocol import (
     check_head,
     load_predictor,
 )
-from vpcli.errors import UsageError
+from vpcli.errors import UsageError, WeightsError
 
 
 def evaluate(*, callback: Callback | None = None, **options: Any) -> dict[str, Any]:
@@ -35,7 +42,9 @@ def run_evaluation(options: EvalOptions, *, callback: Callback | None = None) ->
     ``best.mp4``/``worst.mp4`` comparison videos; returns the results.json content plus ``out``.
     ``callback(event, record)`` receives ``start``, one ``sequence`` per sequence, and ``end``.
     Warnings (``--align`` adjustments, small FVD sets) are listed in results.json and re-issued
-    once each when the evaluation ends, also when it fails.
+    once each when the evaluation ends, also when it fails. A metric whose weights cannot be had
+    is left out and listed under ``missing`` (metric, reason, how to enable it) while the others
+    are computed; when none can be, its :class:`WeightsError` is raised.
     """
     return _evaluate(options, callback, stacklevel=3)
 
@@ -71,25 +80,33 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
                  "lpips_net": o.lpips_net, "num_classes": o.num_classes, "miou_classes": o.miou_classes,
                  "seed": o.seed}
     loaded = dataset = plan = None
+    missing: list[dict[str, str]] = []
     if o.folder_mode:
-        kinds = {"labels" if get_metric(n).kind == "label" else "rgb" for n in names}
-        plan = match_folders(Path(o.pred), Path(o.gt), kinds)
+        kinds = {DATA_KIND[get_metric(n).kind] for n in names}
+        plan = resolve_offsets(match_folders(Path(o.pred), Path(o.gt), kinds), o.gt_offset)
         n_seq = len(plan.pairs)
         if "fvd" in names:
             n_rgb = sum(1 for k in plan.pairs.values() if "rgb" in k)
             check_fvd_count(n_rgb, n_rgb)
-        metrics = build_metrics(names, **metric_kw)
-        first_step = o.gt_offset + 1
+        metrics = _available_metrics(names, missing, metric_kw)
+        offsets = sorted(set(plan.offsets.values()))
+        first_step = offsets[0] + 1 if len(offsets) == 1 else 1  # frame numbers, or future steps when they differ
         samples_per = sorted({len(s) for k in plan.pairs.values() for _, s in k.values()})
-        inputs = {"mode": "folders", "pred": str(o.pred), "gt": str(o.gt), "gt_offset": o.gt_offset,
+        inputs = {"mode": "folders", "pred": str(o.pred), "gt": str(o.gt),
+                  "gt_offset": o.gt_offset if o.gt_offset is not None else "from meta.json",
+                  "gt_offset_from": plan.offset_source, "gt_offsets": plan.offsets,
+                  "made_by": {n: m.command for n, m in plan.made_by.items()},
                   "align": o.align, "sequences": n_seq, "samples_per_sequence": samples_per,
                   "ignored": plan.ignored, "device": o.device}
-        protocol = _protocol_text("folders", n=n_seq, fvd="fvd" in names, gt_offset=o.gt_offset)
+        protocol = _protocol_text("folders", n=n_seq, fvd=any(m.kind == "video_set" for m in metrics),
+                                  gt_offset=offsets[0] if plan.offset_source != "meta.json" else None,
+                                  curve_steps=len(offsets) > 1)
         ctx_len = hor = 0
     else:
         overrides = []
         if o.context is not None:
-            overrides.append(f"data.context={o.context}")
+            from vpcli.engine.loading import context_of
+            overrides.append(f"data.context={context_of(o.context) if isinstance(o.context, str) else o.context}")
         if o.horizon is not None:
             overrides.append(f"data.future={o.horizon}")
         if hw is not None:
@@ -126,7 +143,7 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
         n_seq = len(indices)
         if "fvd" in names:
             check_fvd_count(n_seq, n_seq)
-        metrics = build_metrics(names, **metric_kw)
+        metrics = _available_metrics(names, missing, metric_kw)
         first_step = ctx_len + 1
         first = dataset[indices[0]]["rgb"]
         inputs = {"mode": "predictor", "method": cfg.method, "weights": loaded.weights, "data": source,
@@ -136,8 +153,9 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
                   "inputs_from": filler.describe(),
                   "dataset": _plain(dataset.summary()) if hasattr(dataset, "summary") else None}
         protocol = _protocol_text("model", samples=samples, context=ctx_len, horizon=hor, n=n_seq,
-                                  fvd="fvd" in names)
+                                  fvd=any(m.kind == "video_set" for m in metrics))
 
+    names = [m.name for m in metrics]  # what is computed; the others are in `missing`
     callback("start", {"mode": inputs["mode"], "sequences": n_seq, "metrics": names, "out": str(out)})
     fvd_runner = next((m for m in metrics if m.kind == "video_set"), None)
     fvd = FeatureSet(fvd_runner) if fvd_runner is not None else None
@@ -146,8 +164,7 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
         try:
             if o.folder_mode:
                 with torch.inference_mode():
-                    _evaluate_folders(plan, metrics, agg, fvd, gt_offset=o.gt_offset, align=o.align, device=o.device,
-                                      callback=callback)
+                    _evaluate_folders(plan, metrics, agg, fvd, align=o.align, device=o.device, callback=callback)
             else:
                 _evaluate_model(loaded, dataset, indices, metrics, agg, fvd, context=ctx_len, horizon=hor,
                                 samples=samples, batch_size=o.batch_size, seed=o.seed, device=o.device,
@@ -169,7 +186,7 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
                 if not o.videos:
                     continue
                 if o.folder_mode:
-                    ctx_f, gt_f, pred_f = _folder_comparison(ref, o.gt_offset, o.align)
+                    ctx_f, gt_f, pred_f = _folder_comparison(ref, o.align)
                 else:
                     ctx_f, gt_f, pred_f = _recreate_model_sample(loaded, dataset, ref, context=ctx_len, horizon=hor,
                                                                  samples=samples, device=o.device, filler=filler)
@@ -179,10 +196,19 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
         results = run_meta(command="eval", protocol=protocol, metrics=results_metrics, inputs=inputs,
                            sequences=agg.sequences, extremes=extremes, files=files, versions=_versions(),
                            seconds=round(time.perf_counter() - t0, 3),
-                           warnings=_unique([str(w.message) for w in caught]))
+                           warnings=_unique([str(w.message) for w in caught]), missing=missing)
         write_results(tmp, results)
     results["out"] = str(out)
     return results
+
+
+def _available_metrics(names: list[str], missing: list[dict[str, str]], metric_kw: dict[str, Any]) -> list:
+    """The metrics that can be built; the others go to ``missing``. None at all: the first one's error."""
+    metrics = build_metrics(names, missing=missing, **metric_kw)
+    if not metrics:  # nothing to report: the first metric's own error, as without the others
+        build_metrics([missing[0]["metric"]], **metric_kw)
+        raise WeightsError(missing[0]["reason"], missing[0]["enable"])  # pragma: no cover - the line above raises
+    return metrics
 
 
 def _unique(items: list[str]) -> list[str]:
