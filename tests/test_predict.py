@@ -258,16 +258,23 @@ def test_grey_clip_for_an_rgb_checkpoint_is_repeated_with_a_warning(capsys, tmp_
     assert meta(tmp_path / "p" / "grey32")["conversions"] == ["grey -> RGB (channel repeated)"]
 
 
-def test_resolution_mismatch_names_both_sizes_and_resize_fixes_it(capsys, tmp_path, runs, clips):
-    code, _, err = run(capsys, "predict", clips["grey48"], "--weights", runs["slamp"], "--out", tmp_path / "p")
-    assert code == 1 and "is 48x80 (HxW) but the weights take 64x64" in err and "--resize" in err
-    assert not (tmp_path / "p" / "grey48").exists()
-    code, _, err = run(capsys, "predict", clips["grey48"], "--weights", runs["slamp"], "--resize", "--horizon", 2,
+def test_another_resolution_is_letterboxed_and_written_at_the_clips_size(capsys, tmp_path, runs, clips):
+    """A 48x80 clip and 64x64 weights: letterboxed (aspect kept) by default, stretched with the
+    old --resize; either way the output has the clip's size (vpcli/engine/geometry.py)."""
+    code, _, err = run(capsys, "predict", clips["grey48"], "--weights", runs["slamp"], "--horizon", 2,
                        "--out", tmp_path / "p")
     assert code == 0, err
+    assert "48x80 (HxW) letterboxed into 64x64" in err and "resized to 38x64" in err
     m = meta(tmp_path / "p" / "grey48")
-    assert m["size"] == [64, 64] and m["source_size"] == [48, 80] and m["conversions"] == ["resized 48x80 -> 64x64"]
-    assert frames(tmp_path / "p" / "grey48" / "sample_000.mp4").shape == (2, 64, 64, 3)
+    assert m["size"] == [48, 80] and m["model_size"] == [64, 64] and m["source_size"] == [48, 80]
+    assert m["geometry"]["mode"] == "letterbox" and m["geometry"]["offset"] == [13, 0]
+    assert frames(tmp_path / "p" / "grey48" / "sample_000.mp4").shape == (2, 48, 80, 3)
+    code, _, err = run(capsys, "predict", clips["grey48"], "--weights", runs["slamp"], "--resize", "--horizon", 2,
+                       "--out", tmp_path / "q")
+    assert code == 0, err
+    m = meta(tmp_path / "q" / "grey48")
+    assert m["geometry"]["mode"] == "stretch" and "stretched to 64x64" in m["conversions"][0]
+    assert frames(tmp_path / "q" / "grey48" / "sample_000.mp4").shape == (2, 48, 80, 3)
 
 
 @pytest.mark.usefixtures("weights_env")  # empty bundled manifest

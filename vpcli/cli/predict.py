@@ -38,7 +38,14 @@ def predict(
         show_default=False)] = None,
     start: Annotated[Optional[int], typer.Option(min=0, help="First context frame (default: the last frames of the "
                                                              "clip).", show_default=False)] = None,
-    resize: Annotated[bool, typer.Option(help="Resize frames to the weights' resolution instead of refusing.")] = False,
+    size: Annotated[Optional[str], typer.Option(
+        metavar="HxW", help="Working resolution of the model (default: the clip's own for fully convolutional "
+                            "models, the weights' size for the others); outputs are written at the clip's size.",
+        show_default=False)] = None,
+    fit: Annotated[str, typer.Option(
+        help="How a clip is fitted into a fixed model size: letterbox (whole frame, aspect kept, edges "
+             "repeated), crop (the centre, aspect kept) or stretch.")] = "letterbox",
+    resize: Annotated[bool, typer.Option(help="The same as --fit stretch (kept for old scripts).")] = False,
     grid: Annotated[bool, typer.Option(help="Also write grid.mp4: context | samples side by side (8 at most).")] = False,
     save_components: Annotated[bool, typer.Option(
         help="Also write the method's extra maps per step and sample (SLAMP: flow as a colour wheel, mask, pixel, "
@@ -75,7 +82,7 @@ def predict(
     from vpcli.cli.render import PredictRenderer
 
     options = api.PredictOptions(
-        method=method, weights=weights, horizon=horizon, samples=samples, context=context, start=start, resize=resize,
+        method=method, weights=weights, horizon=horizon, samples=samples, context=context, start=start, size=size, fit=fit, resize=resize,
         grid=grid, save_components=save_components, lossless=lossless, precision=precision, batch_size=batch_size,
         device=device, seed=seed, shard=shard, recursive=recursive, overwrite=overwrite, labels_from=labels_from,
         flow_from=flow_from)

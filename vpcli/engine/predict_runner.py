@@ -5,8 +5,8 @@ Per input, ``OUT/<name>/`` holds::
     sample_000.mp4 ...       one video per stochastic sample, holding ONLY the predicted future
                              frames (horizon frames; the layout `vpcli eval --pred` matches:
                              NAME/sample_K is sample K of NAME)
-    context.mp4              the context frames the model was given (after any channel
-                             conversion or --resize), so context + sample_K is the full clip
+    context.mp4              the context frames (after any channel conversion; at the output
+                             size), so context + sample_K is the full clip
     grid.mp4                 with --grid: context | sample 0 | sample 1 | ... (at most 8 samples)
                              side by side; green borders mark real frames, red predicted ones
     sample_000.labels/       predicted label maps (methods whose step records hold labels): one
@@ -49,8 +49,11 @@ back are exactly ``round(255 * prediction)``.
 
 Mismatches between a clip and the weights: a greyscale clip for an RGB model is repeated on
 three channels, an RGB clip for a greyscale model becomes ITU-R BT.601 luma
-(``0.299 R + 0.587 G + 0.114 B``), each with a one-line warning recorded in meta.json; a
-different resolution is an error unless ``resize=True``.
+(``0.299 R + 0.587 G + 0.114 B``), each with a one-line warning recorded in meta.json. Any
+resolution runs (:mod:`vpcli.engine.geometry`): a fully convolutional model at the clip's own
+size padded to its multiple, a fixed-size one on the clip fitted into its size (``fit``:
+letterbox by default, crop, stretch); every output is written at the clip's size (``crop``: the
+cropped region's), with one warning line and ``geometry`` in meta.json saying what was done.
 
 The output folder is assembled under a temporary name and renamed when complete
 (:func:`vpcli.io.atomic.atomic_dir`): a failure leaves nothing behind.
@@ -69,7 +72,8 @@ import numpy as np
 
 from vpcli.engine.options import DeviceOptions
 from vpcli.errors import InputError, UsageError, VideoError
-from vpcli.io.sources import check_positive_int
+from vpcli.engine.geometry import FITS, MIN_SIDE
+from vpcli.io.sources import check_positive_int, parse_size
 
 Callback = Callable[[str, dict[str, Any]], None]
 GRID_MAX_SAMPLES = 8
@@ -165,41 +169,54 @@ def first_frame(path: Path) -> np.ndarray:
         return np.stack(list(frames))
 
 
-def load_context(path: Path, *, context: int, start: int | None, model, cfg, weights_info: dict[str, Any],
-                 resize: bool, callback: Callback | None = None,
-                 warnings_sink: list[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read and adapt a clip's context frames -> ``uint8 (C, H, W, channels)`` and what was done.
+def clip_geometry(source: tuple[int, int], model, cfg, weights_info: dict[str, Any], *,
+                  size: tuple[int, int] | None = None, fit: str = "letterbox"):
+    """How a clip of ``source`` (H, W) maps onto ``model`` (see :mod:`vpcli.engine.geometry`)."""
+    from vpcli.engine import geometry
+    if weights_info.get("kind") is None:  # parameter-free: any size
+        multiple, trained = 1, None
+    else:
+        multiple, trained = getattr(model, "size_multiple", None), tuple(int(v) for v in cfg.data.size)
+    what = weights_info.get("name") or f"the {cfg.method} weights"
+    return geometry.plan(source, multiple=multiple, trained=trained, size=size, fit=fit, what=what)
 
-    Raises before decoding when the clip is too short or its size does not fit the weights.
+
+def load_context(path: Path, *, context: int, start: int | None, model, cfg, weights_info: dict[str, Any],
+                 size: tuple[int, int] | None = None, fit: str = "letterbox", callback: Callback | None = None,
+                 warnings_sink: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read and adapt a clip's context frames -> (the model's ``uint8 (C, h, w, channels)``, the
+    clip's own ``(C, H, W, 3)``, what was done; ``facts["geometry"]`` maps between the two).
+
+    Raises before decoding when the clip is too short or too small.
     """
     from vpcli.io.video import iter_frames, probe
     sink = warnings_sink if warnings_sink is not None else []
     info = probe(path)
     s, e = context_range(info.num_frames, context, start, path, cfg.method)
-    size = None
     want_channels = getattr(model.config, "channels", None)
     facts: dict[str, Any] = {"indices": [s, e], "source_size": [info.height, info.width], "conversions": []}
-    if weights_info.get("kind") is not None:  # the weights fix the resolution (parameter-free methods do not)
-        want = tuple(int(v) for v in cfg.data.size)
-        if (info.height, info.width) != want:
-            if not resize:
-                raise InputError(f"{path} is {info.height}x{info.width} (HxW) but the weights take {want[0]}x{want[1]}",
-                                 f"pass --resize to resize the frames to {want[0]}x{want[1]}, or use weights trained "
-                                 f"at {info.height}x{info.width}")
-            size = want
-            facts["conversions"].append(f"resized {info.height}x{info.width} -> {want[0]}x{want[1]}")
-    with contextlib.closing(iter_frames(path, start=s, end=e, size=size)) as frames:
-        ctx = np.stack(list(frames))  # C,H,W,3: only the context frames are held
-    if len(ctx) != e - s:
-        raise VideoError(f"{path} decoded {len(ctx)} of the {e - s} context frames {s}..{e - 1}",
+    geo = clip_geometry((info.height, info.width), model, cfg, weights_info, size=size, fit=fit)
+    facts["geometry"] = geo
+    if not geo.identity:
+        what = weights_info.get("name") or cfg.method
+        why = ("--size" if size is not None else f"{what} needs a multiple of {model.size_multiple}"
+               if geo.mode == "pad" else f"{what} takes {geo.work[0]}x{geo.work[1]}")
+        line = geo.describe(why)
+        facts["conversions"].append(line)
+        _warn(callback, f"{path}: {line}", sink)
+    with contextlib.closing(iter_frames(path, start=s, end=e)) as frames:
+        source_ctx = np.stack(list(frames))  # C,H,W,3: only the context frames are held
+    ctx = geo.frames_to_model(source_ctx) if not geo.identity else source_ctx
+    if len(source_ctx) != e - s:
+        raise VideoError(f"{path} decoded {len(source_ctx)} of the {e - s} context frames {s}..{e - 1}",
                          "the file may be damaged; re-encode it with vpcli data convert")
-    grey = is_greyscale(ctx)
+    grey = is_greyscale(source_ctx)
     if want_channels == 1:
         if not grey:
             _warn(callback, f"{path} is RGB but the {cfg.method} weights take greyscale: converted to ITU-R BT.601 "
                             "luma (0.299 R + 0.587 G + 0.114 B)", sink)
             facts["conversions"].append("RGB -> grey (ITU-R BT.601 luma)")
-        ctx = luma_601(ctx)  # exact for grey clips (the weights sum to 1)
+        ctx, source_ctx = luma_601(ctx), luma_601(source_ctx)  # exact for grey clips (the weights sum to 1)
     elif want_channels == 3 and grey:
         _warn(callback, f"{path} is greyscale but the {cfg.method} weights take RGB: the grey channel is repeated "
                         "on R, G and B", sink)
@@ -207,7 +224,7 @@ def load_context(path: Path, *, context: int, start: int | None, model, cfg, wei
     facts["fps"] = info.fps
     facts["source"] = {"kind": info.kind, "frames": info.num_frames, "height": info.height, "width": info.width,
                        "fps": round(info.fps, 3), "codec": info.codec}
-    return ctx, facts
+    return ctx, source_ctx, facts
 
 
 class _RecordWriter:
@@ -215,8 +232,9 @@ class _RecordWriter:
     frames, labels, flow and (with ``extras``) every extra the model declares, by kind."""
 
     def __init__(self, tmp: Path, model, samples: int, *, extras: bool, writer: Callable[..., Any],
-                 outputs: list[str]):
+                 outputs: list[str], geometry=None):
         self.tmp, self.model, self.samples, self.extras = tmp, model, samples, extras
+        self.geo = None if geometry is None or geometry.identity else geometry  # model -> clip pixels
         self.open, self.outputs = writer, outputs
         self.palette = getattr(model, "palette", None)
         self.video: dict[str, Any] = {}
@@ -245,6 +263,8 @@ class _RecordWriter:
         """(S, 2, H, W) -> colour wheels normalised by the largest magnitude so far in each sample."""
         from vpcli.io.flow import flow_to_color
         f = flows.float().cpu().numpy()
+        if self.geo is not None:
+            f = self.geo.flow_to_source(f)
         for k in range(self.samples):
             name = f"{key}_sample_{k:03d}"
             self.flow_norm[name] = max(self.flow_norm.get(name, 0.0), float(np.sqrt((f[k] ** 2).sum(0)).max()))
@@ -257,23 +277,29 @@ class _RecordWriter:
         from vpcli.io.flow import write_flo
         from vpcli.io.labels import colorize, write_label_png
         frames = None
+        geo = self.geo
         if record.frames is not None:
             frames = to_uint8(record.frames[0])  # S,H,W,C
+            frames = frames if geo is None else geo.frames_to_source(frames)
             for k in range(self.samples):
                 self.video[f"sample_{k:03d}"].write(frames[k])
         if record.labels is not None:
             labels = record.labels[0].cpu().numpy()  # S,H,W
+            labels = labels if geo is None else geo.labels_to_source(labels)
             for k in range(self.samples):
                 write_label_png(self.tmp / f"sample_{k:03d}.labels" / f"{self.steps:05d}.png", labels[k], self.palette)
                 self.video[f"labels_sample_{k:03d}"].write(colorize(labels[k], self.palette))
         if record.probs is not None:
-            probs = record.probs[0].to("cpu", torch.float16).numpy()  # S,K,H,W (float16 halves the files)
+            probs = record.probs[0].to("cpu", torch.float32).numpy()  # S,K,H,W
+            probs = (probs if geo is None else geo.maps_to_source(probs)).astype(np.float16)  # halves the files
             for k in range(self.samples):
                 np.save(self.tmp / f"sample_{k:03d}.probs" / f"{self.steps:05d}.npy", probs[k])
         if record.flow is not None:
             flows = record.flow[0]  # S,2,H,W
+            f = flows.float().cpu().numpy()
+            f = f if geo is None else geo.flow_to_source(f)
             for k in range(self.samples):
-                write_flo(self.tmp / f"sample_{k:03d}.flow" / f"{self.steps:05d}.flo", flows[k].float().cpu().numpy())
+                write_flo(self.tmp / f"sample_{k:03d}.flow" / f"{self.steps:05d}.flo", f[k])
             self._flow_video("flow", flows)
         if self.extras:
             for name, spec in self.model.extras.items():
@@ -282,18 +308,20 @@ class _RecordWriter:
                     self._flow_video(name, value)
                 else:
                     img = to_uint8(value)  # S,H,W,c
+                    img = img if geo is None else geo.frames_to_source(img)
                     for k in range(self.samples):
                         self.video[f"{name}_sample_{k:03d}"].write(img[k])
         self.steps += 1
         return frames
 
 
-def context_inputs(path: Path, model, filler, rgb, facts: dict[str, Any], size: tuple[int, int] | None):
+def context_inputs(path: Path, model, filler, rgb, facts: dict[str, Any]):
     """The context batch for ``model``: ``rgb`` plus its declared labels / flow over the context
-    frames, from the clip's companions (resized like the frames) or computed by ``filler``."""
+    frames, from the clip's companions (mapped like the frames, ``facts["geometry"]``) or computed
+    by ``filler``."""
     import torch
 
-    from vpcli.data.clips import _resize_flow, _resize_labels, clip_companions, flow_at, labels_at
+    from vpcli.data.clips import clip_companions, flow_at, labels_at
     from vpcli.engine.inputs import COMPANION
     batch: dict[str, Any] = {"rgb": rgb}
     extra = [k for k in ("labels", "flow") if k in model.inputs]
@@ -310,11 +338,11 @@ def context_inputs(path: Path, model, filler, rgb, facts: dict[str, Any], size: 
             raise filler.missing(kind, str(path))
         if kind == "labels":
             lab = labels_at(comp, idx, src_hw)
-            lab = _resize_labels(lab, size) if size else lab
+            lab = facts["geometry"].labels_to_model(lab)
             batch["labels"] = torch.from_numpy(np.ascontiguousarray(lab)).long()[None].to(rgb.device)
         else:
             fl = flow_at(comp, idx, src_hw)
-            fl = _resize_flow(fl, size) if size else fl
+            fl = facts["geometry"].flow_to_model(fl)
             batch["flow"] = torch.from_numpy(np.ascontiguousarray(fl)).float()[None].to(rgb.device)
         facts.setdefault("inputs_from", {})[kind] = str(comp[kind])
     return filler(batch)
@@ -322,7 +350,8 @@ def context_inputs(path: Path, model, filler, rgb, facts: dict[str, Any], size: 
 
 def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, Any], *, horizon: int,
                  samples: int = 1, seed: int = 0, start: int | None = None, context: int | None = None,
-                 resize: bool = False, grid: bool = False, save_components: bool = False, lossless: bool = False,
+                 size: tuple[int, int] | None = None, fit: str = "letterbox", grid: bool = False,
+                 save_components: bool = False, lossless: bool = False,
                  precision: str = "fp32", device: str = "cpu", overwrite: bool = False,
                  callback: Callback | None = None, extra_meta: dict[str, Any] | None = None,
                  filler=None) -> dict[str, Any]:
@@ -342,17 +371,19 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
     t_start = time.perf_counter()
     n_ctx = context if context is not None else int(cfg.data.context)
     notes: list[str] = []
-    ctx, facts = load_context(path, context=n_ctx, start=start, model=model, cfg=cfg, weights_info=weights_info,
-                              resize=resize, callback=callback, warnings_sink=notes)
+    ctx, source_ctx, facts = load_context(path, context=n_ctx, start=start, model=model, cfg=cfg,
+                                          weights_info=weights_info, size=size, fit=fit, callback=callback,
+                                          warnings_sink=notes)
     fps = facts["fps"]
-    c_len, h, w, ch = ctx.shape
+    geo = facts["geometry"]
+    c_len, h, w, ch = ctx.shape  # what the model sees
+    out_h, out_w = geo.out       # what is written
     if callback:
         callback("input", {"input": str(path), "out": str(out_dir), "frames": horizon, "samples": samples})
     # Canonical strides (not a permuted view): convolution kernels pick their path from the
     # strides, so a view would give results 1e-6 away from the same context built the usual way.
     rgb = torch.from_numpy(np.ascontiguousarray(ctx.transpose(0, 3, 1, 2))).float().div(255)[None].to(device)
-    resized = (h, w) if [h, w] != list(facts["source_size"]) else None
-    batch = context_inputs(path, model, filler, rgb, facts, resized)
+    batch = context_inputs(path, model, filler, rgb, facts)
     t_decode = time.perf_counter() - t_start
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
@@ -367,15 +398,16 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
 
         tic = time.perf_counter()
         ctx_writer = writer("context.mp4", exact=True)
-        for f in ctx:
+        shown_ctx = source_ctx if geo.out == geo.source else geo.frames_to_source(ctx)  # crop: what the model saw
+        for f in shown_ctx:
             ctx_writer.write(f)
         records = _RecordWriter(tmp, model, samples, extras=save_components, writer=writer,
-                                outputs=outputs)
+                                outputs=outputs, geometry=geo)
         grid_frames = feeds = None
         if grid and makes_frames:
             shown = min(samples, GRID_MAX_SAMPLES)
             feeds = [_Feed() for _ in range(shown)]
-            grid_frames = composite_frames([_rgb(f) for f in ctx], feeds,
+            grid_frames = composite_frames([_rgb(f) for f in shown_ctx], feeds,
                                            captions=["context"] + [f"sample {k}" for k in range(shown)])
             grid_writer = writer("grid.mp4")
             for _ in range(c_len):  # the context phase of the composite
@@ -414,7 +446,7 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
         seconds = time.perf_counter() - t_start
         fps_pred = steps * samples / max(timings["predict"], 1e-9)
         record = {"output": str(out_dir), "method": cfg.method, "samples": samples, "frames": steps,
-                  "context": facts["indices"], "height": h, "width": w, "seconds": round(seconds, 3),
+                  "context": facts["indices"], "height": out_h, "width": out_w, "seconds": round(seconds, 3),
                   "predicted_frames_per_s": round(fps_pred, 2), "warnings": notes}
         meta = run_meta(
             command="predict", input=str(path), source=facts["source"], method=cfg.method, weights=weights_info,
@@ -426,7 +458,8 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
             inputs={**filler.describe(), **facts.get("inputs_from", {})},
             predicted=sorted(model.outputs), extras=({n: {"kind": e.kind, "description": e.description}
                                                       for n, e in model.extras.items()} if save_components else {}),
-            size=[h, w], channels=ch, source_size=facts["source_size"], conversions=facts["conversions"],
+            size=[out_h, out_w], model_size=[h, w], geometry=geo.as_meta(), channels=ch,
+            source_size=facts["source_size"], conversions=facts["conversions"],
             warnings=notes, fps=fps, lossless=lossless, precision=precision, grid=grid and makes_frames,
             save_components=save_components, device=device, batch_size=1,
             outputs=sorted(outputs) + ["meta.json"],
@@ -465,7 +498,9 @@ class PredictOptions(DeviceOptions):
     samples: int = 1
     start: int | None = None
     context: int | str | None = None  # N, or weights (run, file, name) whose context length to take
-    resize: bool = False
+    size: str | tuple[int, int] | None = None  # --size HxW: a working resolution (vpcli.engine.geometry)
+    fit: str = "letterbox"                     # --fit letterbox|crop|stretch for fixed-size weights
+    resize: bool = False                       # the old flag: --fit stretch
     grid: bool = False
     save_components: bool = False
     lossless: bool = False
@@ -488,6 +523,11 @@ class PredictOptions(DeviceOptions):
             check_positive_int(self.context, "--context")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"choose one of {', '.join(PRECISIONS)}")
+        if self.fit not in FITS:
+            raise UsageError(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}",
+                             "letterbox keeps the whole frame, crop the centre, stretch changes the aspect ratio")
+        if self.size is not None:
+            parse_size(self.size, "--size", min_side=MIN_SIDE)  # a bad --size: exit 2 before anything loads
 
 
 def context_length(context: int | str | None, cfg, weights_info: dict[str, Any]) -> int | None:
@@ -524,6 +564,9 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
     context = context_length(o.context, cfg, winfo)
+    size = parse_size(o.size, "--size", min_side=MIN_SIDE) if o.size is not None else None
+    if size is not None:  # fixed-size weights and another --size: a usage error before any input
+        clip_geometry(size, model, cfg, winfo, size=size)
 
     def for_clip(path: Path):
         if not winfo.get("default") or getattr(model.config, "channels", 3) != 3:
@@ -574,7 +617,8 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
             note(f"{cfg.method} is deterministic: --samples {o.samples} would give {o.samples} identical "
                  "samples; writing one")
         return predict_clip(path, out / name, model, cfg, winfo, horizon=o.horizon, samples=samples, seed=o.seed,
-                            start=o.start, context=context, resize=o.resize, grid=o.grid,
+                            start=o.start, context=context, size=size, fit="stretch" if o.resize else o.fit,
+                            grid=o.grid,
                             save_components=o.save_components, lossless=o.lossless, precision=o.precision,
                             device=o.device, overwrite=o.overwrite, callback=callback, filler=fillers[id(model)],
                             extra_meta={"name": name, "notes": clip_notes} if clip_notes else {"name": name})

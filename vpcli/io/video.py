@@ -452,9 +452,10 @@ class VideoWriter:
     The format follows the suffix of ``path``:
 
     - ``.mp4 .m4v .mov .mkv .avi``: H.264 (libx264, yuv420p, ``crf``). yuv420p needs an even
-      width and height, so an odd-sized clip is padded by one row/column that repeats the edge
-      pixels (read it back and crop ``[:H, :W]``). ``lossless=True`` uses libx264rgb with
-      ``qp=0`` instead: RGB is stored exactly, any size, larger files, fewer players.
+      width and height, so an odd-sized clip is written as yuv444p (H.264 High 4:4:4) instead:
+      it comes back at its exact size (ffmpeg, VLC and mpv play it; some browsers do not).
+      ``lossless=True`` uses libx264rgb with ``qp=0`` instead: RGB is stored exactly, any size,
+      larger files, fewer players.
     - ``.gif``: looping animated GIF with a palette per frame (exact for frames with at most 256
       colours, median-cut quantised otherwise). GIF stores delays in 1/100 s, so fps is rounded.
     - no suffix: a folder of ``00000.png, 00001.png, ...`` (always lossless).
@@ -494,7 +495,6 @@ class VideoWriter:
         self._container = None
         self._stream = None
         self._shape: tuple[int, ...] | None = None
-        self._pad = (0, 0)
         self.frames_written = 0
 
         check_writable_dir(self.path.parent)
@@ -557,8 +557,6 @@ class VideoWriter:
                 raise OutputError(f"cannot write frame {index} to {self.path}: {e.strerror}",
                                   "check free disk space and permissions") from None
             return
-        if any(self._pad):
-            rgb = cv2.copyMakeBorder(rgb, 0, self._pad[0], 0, self._pad[1], cv2.BORDER_REPLICATE)
         if self.kind == "gif":
             vframe = _pal8_frame(rgb)
         else:
@@ -574,12 +572,13 @@ class VideoWriter:
         elif self.lossless:
             codec, pix_fmt, options = "libx264rgb", "rgb24", {"qp": "0"}
         else:
-            codec, pix_fmt, options = "libx264", "yuv420p", {"crf": str(int(self.crf))}
-            self._pad = (height % 2, width % 2)  # yuv420p subsamples chroma 2x2
+            # yuv420p subsamples chroma 2x2: an odd size keeps full chroma, so it is stored exactly
+            pix_fmt = "yuv444p" if height % 2 or width % 2 else "yuv420p"
+            codec, options = "libx264", {"crf": str(int(self.crf))}
         try:
             self._container = av.open(str(self._tmp), "w", format=self._format)
             stream = self._container.add_stream(codec, rate=self._rate, options=options)
-            stream.width, stream.height = width + self._pad[1], height + self._pad[0]
+            stream.width, stream.height = width, height
             stream.pix_fmt = pix_fmt
             stream.codec_context.time_base = 1 / self._rate  # pts counts frames
         except av.FFmpegError as e:

@@ -86,6 +86,10 @@ class Predictor(Trainable):
     # True when every sample of a context is the same (no latent): `vpcli predict --samples N` says so
     # once and writes one sample; evaluation still scores N (identical) samples.
     deterministic: ClassVar[bool] = False
+    # The sizes it runs at (`vpcli predict`, vpcli/engine/geometry.py): None -- only the size its
+    # weights were trained at (clips are letterboxed into it); an integer m -- fully convolutional,
+    # any size padded to a multiple of m (the clip runs at its own resolution).
+    size_multiple: ClassVar[int | None] = None
     # Named alternatives to ``frames`` that `vpcli eval --head NAME` can score instead: head name ->
     # an ``image`` extra (SLAMP's appearance and motion heads, App. D Table 7). ``fused`` is frames.
     heads: ClassVar[dict[str, str]] = {}

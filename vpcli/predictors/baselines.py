@@ -27,6 +27,7 @@ class CopyLastConfig:
 class CopyLast(Predictor):
     name = "copy-last"
     deterministic = True
+    size_multiple = 1
 
     def train_steps(self) -> list[TrainStep]:
         return []
@@ -59,6 +60,7 @@ class ConvLSTMPredictor(Predictor):
     name = "convlstm"
     deterministic = True
     validation_metric = ("mse", "min")  # MSE of the future frames (here also the whole loss)
+    size_multiple = 2  # one stride-2 conv and its transpose: any even size (odd sizes are padded)
 
     def __init__(self, config: ConvLSTMConfig):
         super().__init__(config)
