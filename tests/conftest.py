@@ -8,6 +8,17 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch, tmp_path_factory):
+    """Nothing in the tests may leave the machine: entries that download without being asked (a
+    published sha256 or git blob SHA-1) would otherwise try the real hosts, and a user's cache
+    must not fill with test files. Tests of the download path use ``hub_server.weights_env``,
+    which lifts the offline switch and serves files from 127.0.0.1."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if "VPCLI_CACHE" not in os.environ:
+        monkeypatch.setenv("VPCLI_CACHE", str(tmp_path_factory.getbasetemp() / "vpcli_cache"))
+
+
 @pytest.fixture()
 def one_thread():
     """Torch on one intra-op thread for the test: the test machines share two busy cores, where

@@ -40,8 +40,9 @@ def test_list_table_and_json(setup, capsys):
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()]
     lines = {row[0]: row for row in rows if row and row[0].endswith("-net")}
-    assert lines["local-net"][1:] == ["flow", "pwcnet", "bundled", "bundled"]
-    assert lines["remote-net"][1:] == ["segmenter", "deeplabv3plus", "hub", "not", "downloaded"]
+    assert lines["local-net"][1:] == ["flow", "pwcnet", "bundled", "bundled", "bundled"]
+    assert lines["remote-net"][1:] == ["segmenter", "deeplabv3plus", "hub", "not", "downloaded", "published", "sha256"]
+    assert "verified by" in out.splitlines()[1]
 
     code, out, _ = run(capsys, "weights", "list", "--manifest", str(setup), "--json")
     records = [json.loads(line) for line in out.splitlines()]

@@ -663,7 +663,9 @@ def test_flow_folders_score_epe(capsys, tmp_path):
     assert results(tmp_path / "e2")["metrics"]["epe"]["mean"] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_a_metric_without_weights_is_listed_and_the_others_are_kept(capsys, tmp_path, identical):
+def test_a_metric_without_weights_is_listed_and_the_others_are_kept(capsys, tmp_path, identical, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # i3d-kinetics400 (git blob SHA-1) would be fetched implicitly
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
     pred, gt = identical
     code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--metric", "psnr,lpips,ssim",
                          "--out", tmp_path / "e")
@@ -673,10 +675,10 @@ def test_a_metric_without_weights_is_listed_and_the_others_are_kept(capsys, tmp_
     (miss,) = r["missing"]
     assert miss["metric"] == "lpips" and miss["weights"] == "lpips-alex"
     assert "LPIPS-alex needs weights 'lpips-alex'" in miss["reason"]
-    assert "--metric-weights lpips=FILE" in miss["enable"] and "--untrained-metrics" in miss["enable"]
+    assert miss["enable"].startswith("vpcli weights download lpips-alex") and "--metric-weights lpips=FILE" in miss["enable"]
     lines = [line for line in err.splitlines() if "not computed" in line]
     assert len(lines) == 1 and lines[0].startswith("error: lpips not computed: LPIPS-alex needs weights")
-    assert "to enable: --metric-weights lpips=FILE" in lines[0]
+    assert "(to enable: vpcli weights download lpips-alex, or --metric-weights lpips=FILE" in lines[0]
     assert "psnr" in out and "not computed (reason below)" in out
 
     code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--metric", "psnr,fvd,csim", "--json",

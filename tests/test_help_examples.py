@@ -97,6 +97,7 @@ def stand_in_downloads(tmp_path, monkeypatch, world):
     monkeypatch.setattr(manifest, "BUNDLED_MANIFEST", copy)
     monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # tests/conftest.py: the server is on 127.0.0.1
     hashing.clear_memory()
     yield
     hashing.clear_memory()

@@ -151,9 +151,25 @@ def test_i3d_parameter_names_follow_pytorch_i3d():
 
 def test_missing_i3d_weights_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the entry is fetched implicitly when online
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsError, match="i3d-kinetics400") as err:
         fvd(torch.rand(2, 16, 3, 8, 8), torch.rand(2, 16, 3, 8, 8))
-    assert "model=InceptionI3d()" in str(err.value)
+    assert err.value.hint == "FVD needs the Kinetics-400 I3D: vpcli weights download i3d-kinetics400"
+
+
+def test_center_crop_resize_is_the_short_side_and_centre_protocol():
+    """resize="center-crop": the StyleGAN-V-derived ports' preprocessing (shorter side to 224 with
+    torch bilinear, the longer one rounded up, then the centre); a different FVD protocol."""
+    x = torch.rand(2, 3, 48, 80, generator=torch.Generator().manual_seed(0))
+    out = resize_frames(x, 224, "center-crop")
+    wide = F.interpolate(x, size=(224, 374), mode="bilinear", align_corners=False)  # ceil(80 * 224 / 48) = 374
+    torch.testing.assert_close(out, wide[..., :, 75:299])
+    tall = resize_frames(x.transpose(-1, -2), 224, "center-crop")
+    assert tall.shape == (2, 3, 224, 224)
+    metric = FVD(model=InceptionI3d(), resize="center-crop")
+    assert metric.protocol["name"] == "custom" and "center-crop" in metric.protocol["resize"]
+    assert FVD(model=InceptionI3d()).protocol["resize"] == "tf1-bilinear-224"
 
 
 def test_random_i3d_identical_sets_give_zero_and_different_sets_do_not():

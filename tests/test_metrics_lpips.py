@@ -158,10 +158,13 @@ def test_torchvision_and_head_files_convert_to_one_safetensors_file(tmp_path, lp
 
 def test_missing_weights_is_a_clear_weights_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no stray file named like the entry
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
     with pytest.raises(WeightsError) as err:
         LPIPS("vgg")
     text = str(err.value)
-    assert "lpips-vgg" in text and "vgg16-397923af.pth" in text and "save_lpips_weights" in text
+    assert "lpips-vgg" in text and "\n" not in text
+    assert err.value.hint == "LPIPS-vgg needs vgg16 and the LPIPS v0.1 heads: vpcli weights download lpips-vgg"
     with pytest.raises(WeightsError, match="not found"):
         LPIPS("alex", weights=tmp_path / "nope.safetensors")
 

@@ -413,15 +413,16 @@ def _without(key):
 
 @pytest.mark.parametrize("mutate, expect", [
     (_without("license"), ["weights[0] 'ok'", "missing required field 'license'"]),
-    (lambda e: e["source"]["hub"].update(revision="main"),
-     ["weights[0] 'ok'", "source.hub.revision", "40", "'main'"]),
+    (lambda e: e["source"]["hub"].update(revision="main..x"),  # branches are fine (pinned on first use)
+     ["weights[0] 'ok'", "source.hub.revision", "40", "branch or tag", "'main..x'"]),
     (lambda e: e["source"]["hub"].update(revision="A" * 40), ["source.hub.revision"]),
     (lambda e: e.update(sourec=e.pop("source")), ["unknown field 'sourec'", "did you mean 'source'"]),
     (lambda e: e.update(trained_no="x"), ["unknown field 'trained_no'", "did you mean 'trained_on'"]),
     (lambda e: e["source"]["hub"].update(filenmae="x"), ["source.hub", "did you mean 'filename'"]),
     (lambda e: e.update(sha256="abc"), ["field 'sha256' must be 64 hex digits", "'abc'"]),
     (lambda e: e.update(sha256="unpublised"), ["or 'unpublished' for a URL", "'unpublised'"]),
-    (lambda e: e.update(sha256="unpublished"), ["'sha256: unpublished' is only for url sources, not hub"]),
+    (lambda e: e.update(sha256="unpublished", source={"bundled": "w.safetensors"}),
+     ["'sha256: unpublished' is only for url and hub sources, not bundled"]),
     (lambda e: e["source"].update(filename="w.pth"), ["source.filename' applies only to url sources"]),
     (lambda e: e.update(source={"url": "https://x.org/dl?id=1", "filename": "a/b"}), ["source.filename", "'a/b'"]),
     (lambda e: e.update(task="predicter"), ["field 'task'", "'predicter'", "did you mean 'predictor'"]),

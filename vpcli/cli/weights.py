@@ -41,7 +41,8 @@ def _entry_record(entry, loc) -> dict[str, Any]:
 
 @app.command("list")
 def list_(manifest: Manifests = None, json: JsonOut = False) -> None:
-    """Every named set of weights: task, architecture, source and whether it is on disk.
+    """Every named set of weights: task, architecture, source, whether it is on disk, and how vpcli
+    checks it (bundled, published sha256, git blob SHA-1, sha256 prefix, pinned on first use).
 
     Example: vpcli weights list --json
     """
@@ -62,10 +63,10 @@ def list_(manifest: Manifests = None, json: JsonOut = False) -> None:
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, header_style="bold")  # no column rules: rows stay greppable
-    for column in ("name", "task", "arch", "source", "where"):
+    for column in ("name", "task", "arch", "source", "where", "verified by"):
         table.add_column(column, no_wrap=True)
     for entry, loc in rows:
-        table.add_row(entry.name, entry.task, entry.arch, entry.source.kind, loc.status)
+        table.add_row(entry.name, entry.task, entry.arch, entry.source.kind, loc.status, entry.verification)
     # A wide console when piped: rows must not be cut with an ellipsis (scripts grep them).
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     console.print(table)
@@ -77,6 +78,9 @@ def download(
                                                           show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Download every entry that is not on disk yet (except "
                                        "entries without a published sha256: name those).")] = False,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Download every network the metrics need (entries "
+                                          "with task: metric, and what they require), also those "
+                                          "pinned on first use.")] = False,
     manifest: Manifests = None,
     json: JsonOut = False,
 ) -> None:
@@ -84,23 +88,57 @@ def download(
 
     An entry whose publisher gives no sha256 (`sha256: unpublished` in the manifest) is fetched
     only here: the sha256 of its first download is recorded and printed, and every later load
-    and re-download must match it (trust on first use).
+    and re-download must match it (trust on first use); a git blob SHA-1 or sha256 prefix the
+    manifest gives is checked first. A Hub entry on a branch records the commit it got. The
+    entries an entry requires (`requires:`) are downloaded with it.
 
     Example: vpcli weights download deeplabv3plus-mobilenet-cityscapes-vainf pwcnet-sniklaus
     """
     from vpcli.cli.progress import counting, message
-    from vpcli.weights import expected_sha256, resolve_entry
+    from vpcli.weights import HubSource, resolve_entry
+    from vpcli.weights.resolve import needs_trust
 
-    if bool(names) == all_:
-        raise UsageError("give weights names or --all (not both)" if all_ else "no weights named",
-                         "e.g. `vpcli weights download NAME`, or `--all`; see `vpcli weights list`")
+    if sum((bool(names), all_, metrics)) != 1:
+        raise UsageError("give weights names, --all or --metrics (one of them, not both)" if names or all_ or metrics
+                         else "no weights named",
+                         "e.g. `vpcli weights download NAME`, `--all` or `--metrics`; see `vpcli weights list`")
     registry = _registry(manifest)
-    targets = registry.names() if all_ else list(names or [])
+    if metrics:
+        wanted, pins = [], {}
+        for e in registry:
+            if e.task != "metric":
+                continue
+            # A mirror (the same file pinned by the same hash under another name) is one download too many.
+            pin = e.sha256 or e.git_blob_sha1
+            if pin is not None and pin in pins:
+                sys.stderr.write(f"skipped {e.name}: the same file as {pins[pin]} (same "
+                                 f"{'sha256' if e.sha256 else 'git blob SHA-1'}); run `vpcli weights download "
+                                 f"{e.name}` to fetch it from {e.source.describe()} instead\n")
+                continue
+            pins.setdefault(pin, e.name)
+            wanted.append(e.name)
+        if not wanted:
+            sys.stderr.write("no metric weights defined (entries with task: metric); nothing to download\n")
+            return
+    else:
+        wanted = registry.names() if all_ else list(names or [])
+    # Each entry after what it requires, each once: a failed requirement is reported on its own line.
+    targets: list[str] = []
+    for name in wanted:
+        if name in registry:
+            targets += [r.name for r in registry.requirements(registry.get(name)) if r.name not in targets]
+        if name not in targets:
+            targets.append(name)
     if all_:  # a first download is a decision about trust: only for entries named on the command line
-        unpinned = [n for n in targets if expected_sha256(registry.get(n)) is None]
-        for name in unpinned:
-            sys.stderr.write(f"skipped {name}: its publisher gives no sha256; run `vpcli weights download {name}` "
-                             f"to fetch it and record the hash (trust on first use)\n")
+        unpinned = {n for n in targets if needs_trust(registry.get(n))}
+        for name in targets:
+            if name in unpinned:
+                sys.stderr.write(f"skipped {name}: its publisher gives no sha256; run `vpcli weights download "
+                                 f"{name}` to fetch it and record the hash (trust on first use)\n")
+            elif any(r.name in unpinned for r in registry.requirements(registry.get(name))):
+                sys.stderr.write(f"skipped {name}: it requires weights without a published sha256; run "
+                                 f"`vpcli weights download {name}` to fetch them and record their hashes\n")
+                unpinned.add(name)
         targets = [n for n in targets if n not in unpinned]
     if not targets:
         sys.stderr.write("nothing to download\n" if registry.names() else "no weights defined; nothing to download\n")
@@ -109,14 +147,26 @@ def download(
     def one(name: str) -> dict[str, Any]:
         entry = registry.get(name)
         with counting(name, unit="bytes", quiet=json) as progress:
-            resolved = resolve_entry(entry, download=True, progress=progress, trust_first_use=bool(names))
-        if resolved.first_use:
-            message(f"warning: {name}: its publisher gives no sha256; recorded sha256 {resolved.sha256} of "
+            resolved = resolve_entry(entry, download=True, progress=progress, trust_first_use=not all_,
+                                     registry=registry)
+        if resolved.first_use and not entry.pinned_by_manifest:
+            checked = {"git blob SHA-1": "", "sha256 prefix": f" (it starts with {entry.sha256_prefix}, as "
+                                                               f"published)"}.get(entry.verification, "")
+            message(f"warning: {name}: its publisher gives no sha256; recorded sha256 {resolved.sha256}{checked} of "
                     f"this first download from {entry.source.describe()} (trust on first use): compare it "
                     f"with a copy you trust; every later load must match it")
+        elif resolved.first_use:
+            what = "git blob SHA-1 " + entry.git_blob_sha1 if entry.git_blob_sha1 else "published sha256"
+            message(f"{name}: matches its {what}; recorded sha256 {resolved.sha256}"
+                    + (f" at commit {resolved.commit}" if resolved.commit else ""))
+        if resolved.first_use and resolved.commit and isinstance(entry.source, HubSource) \
+                and not entry.source.is_commit:
+            message(f"{name}: revision {entry.source.revision} of {entry.source.repo_id} is commit "
+                    f"{resolved.commit}; vpcli uses that commit from now on")
         message(f"{name}: ok ({resolved.path})")
         return {"name": name, "path": str(resolved.path), "sha256": resolved.sha256, "source": resolved.source,
-                "first_use": resolved.first_use}
+                "first_use": resolved.first_use, "verification": entry.verification, "commit": resolved.commit,
+                "requires": list(entry.requires)}
 
     raise typer.Exit(run_per_input(targets, one, as_json=json))
 
@@ -166,17 +216,20 @@ def info(
     manifest: Manifests = None,
     json: JsonOut = False,
 ) -> None:
-    """Every field of one entry: source, sha256, licence, training data, metrics, local status.
+    """Every field of one entry: source, sha256 and how it is verified, licence, training data,
+    metrics, local status (and the record of its first download, if it keeps one).
 
     Example: vpcli weights info slamp-movingdigits --json
     """
-    from vpcli.weights import locate, recorded_sha256
+    from vpcli.weights import HubSource, locate, recorded_sha256
 
     entry = _registry(manifest).get(name)
     record = _entry_record(entry, locate(entry))
     sha = entry.sha256
-    if not entry.published:
+    first = None
+    if entry.records_first_use:
         first = record["recorded_sha256"] = recorded_sha256(entry)
+    if not entry.published:
         sha = (f"unpublished; recorded at the first download ({first.get('recorded', '?')}): {first['sha256']}"
                if first else "unpublished; recorded at the first `vpcli weights download`")
     if json:
@@ -187,7 +240,15 @@ def info(
     lines = [
         ("name", entry.name), ("task", entry.task), ("arch", entry.arch),
         ("config", config), ("source", f"{source.kind}: {source.describe()}"),
-        ("sha256", sha), ("license", entry.license), ("trained_on", entry.trained_on),
+        ("sha256", sha), ("verified", entry.verification),
+        *([("git_blob_sha1", entry.git_blob_sha1)] if entry.git_blob_sha1 else []),
+        *([("sha256_prefix", entry.sha256_prefix)] if entry.sha256_prefix else []),
+        *([("commit", (f"{first['commit']} (revision {source.revision} at the first download, "
+                       f"{first.get('recorded', '?')})") if first else
+                      f"revision {source.revision} is resolved and recorded at the first download")]
+          if isinstance(source, HubSource) and not source.is_commit else []),
+        *([("requires", ", ".join(entry.requires))] if entry.requires else []),
+        ("license", entry.license), ("trained_on", entry.trained_on),
         ("metrics", ", ".join(f"{k}={v}" for k, v in record["metrics"].items()) or "(none)"),
         ("description", entry.description or ""), ("manifest", str(entry.manifest)),
         ("status", record["status"]), ("path", record["path"] or ""),

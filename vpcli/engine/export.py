@@ -159,7 +159,7 @@ WEIGHTS_FORMATS: dict[str, dict[str, str]] = {
         "what": "SLAMP (Akan et al., ICCV 2021) checkpoint of kaanakan/slamp, re-saved as per-component "
                 "state dicts (recipe in vpcli/weights/convert_slamp.py); needs --config PRESET|FILE",
         "project": "kaanakan/slamp", "task": "predictor",
-        "license": "unspecified (kaanakan/slamp states no licence)",
+        "license": "Apache-2.0 (the LICENSE of kaanakan/slamp)",
         "example": "vpcli weights convert --from slamp-official slamp_mnist.sd.pth --config slamp-mmnist "
                    "--out slamp-mmnist-official.safetensors",
     },

@@ -111,8 +111,28 @@ def resolve_weights_file(name_or_path: str | Path, what: str, hint: str) -> Path
     except ChecksumError:
         raise
     except WeightsError as err:
-        joined = f"{err.hint}; {hint}" if err.hint else hint
-        raise WeightsError(f"{what} needs weights {str(name_or_path)!r}: {err.message}", joined) from err
+        # The metric's own one-line hint (the download command) replaces the resolver's, which
+        # lists every known name; the resolver's reason stays in the message.
+        raise WeightsError(f"{what} needs weights {str(name_or_path)!r}: {err.message}", hint) from err
+
+
+def required_parts(name: str | Path) -> list[str] | None:
+    """The entries a manifest entry ``requires`` (``lpips-alex``, the LPIPS heads, requires
+    ``alexnet-imagenet``), resolved along with it by the metric; None for a path, an entry without
+    requirements or a name no manifest knows."""
+    if isinstance(name, Path) or not isinstance(name, str):
+        return None
+    from vpcli.errors import VpcliError
+    try:
+        from vpcli.weights.manifest import load_manifests
+
+        registry = load_manifests()
+    except (VpcliError, OSError):  # a broken manifest is reported by the resolver itself
+        return None
+    if name not in registry:
+        return None
+    parts = getattr(registry.get(name), "requires", None)
+    return [str(p) for p in parts] if parts else None
 
 
 def load_tensor_file(path: Path) -> dict[str, torch.Tensor]:

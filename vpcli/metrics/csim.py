@@ -52,9 +52,7 @@ DEFAULT_WEIGHTS = "vgg16-imagenet"
 
 
 def how_to_get_weights() -> str:
-    return ("CSIM needs torchvision's ImageNet VGG16 (https://download.pytorch.org/models/vgg16-397923af.pth, "
-            "or a safetensors conversion of it); pass its path as weights, or pass a model built with "
-            "pretrained=False for tests")
+    return f"CSIM needs torchvision's ImageNet VGG16: vpcli weights download {DEFAULT_WEIGHTS}"
 
 
 class CSIM(nn.Module):

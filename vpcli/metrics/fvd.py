@@ -25,8 +25,29 @@ dimensions), where ``scipy.linalg.sqrtm`` becomes ill-conditioned; ``method="sqr
 as the classic FID/FVD code does.
 
 Values are comparable with the literature only with the standard I3D weights (manifest entry
-``i3d-kinetics400``, not downloadable here) and the reference protocol (16-frame clips, 256 or
-more videos per set — FVD is biased for small sets). FVD needs at least
+``i3d-kinetics400``: StyleGAN-V's TorchScript port of the TF-Hub module, read without running
+it, see :mod:`vpcli.weights.convert_torchscript`; ``vpcli weights download i3d-kinetics400``) and
+the same protocol (16-frame clips, 256 or more videos per set — FVD is biased for small sets).
+
+Protocol choices that change the number (published FVDs differ in all of them; vpcli records
+its choice as ``fvd_protocol`` in ``results.json``, see :data:`REFERENCE_PROTOCOL`):
+
+- **resize**: the reference resizes every frame to 224x224 with TF1 bilinear sampling, ignoring
+  the aspect ratio, no crop (``resize="tf1"``, default). The StyleGAN-V-derived PyTorch code
+  (``fvd/styleganv/fvd.py`` of common_metrics_on_video_quality) scales the shorter side to 224
+  with ``F.interpolate(bilinear, align_corners=False)`` and centre-crops
+  (``resize="center-crop"``): on a non-square video it drops the sides, on any video it samples
+  differently. ``resize="torch"``: full frame, half-pixel bilinear;
+- **embedding**: the 400 pre-softmax logits (the reference, and ``return_features=True`` of the
+  TorchScript port), not the 1024-d pooled features (:meth:`InceptionI3d.pooled`);
+- **frames**: conditioning (context) frames included or not. vpcli's evaluator feeds context +
+  predicted frames against the real clip of the same length when it predicts itself (as the
+  reference evaluates whole clips), and exactly the frames of the prediction files in folder mode;
+  excluding the context lowers FVD for a model that copies it well and raises it otherwise;
+- **sample**: one random sample per sequence (vpcli: the first, an unbiased draw) vs the
+  best-of-N sample by another metric (biased low, not an FVD of the model's distribution);
+- **number of videos**: FVD's bias grows as the sets shrink; the reference uses 256 or more
+  (``SmallSampleWarning`` below), StyleGAN-V 2048 real clips. FVD needs at least
 :data:`FVD_MIN_VIDEOS` = 2 videos per set (a covariance); below
 :data:`FVD_RECOMMENDED_VIDEOS` = 256 a :class:`SmallSampleWarning` is issued.
 
@@ -41,6 +62,7 @@ uses ``window=16`` (I3D's standard clip length) and stride 1 by default.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -66,7 +88,18 @@ from vpcli.metrics.i3d import (
 FVD_MIN_VIDEOS = 2
 FVD_RECOMMENDED_VIDEOS = 256
 DEFAULT_WEIGHTS = "i3d-kinetics400"
-RESIZE_MODES = ("tf1", "torch")
+RESIZE_MODES = ("tf1", "torch", "center-crop")
+
+# What the default FVD computes (recorded as ``fvd_protocol`` in results.json by `vpcli eval`).
+REFERENCE_PROTOCOL = {
+    "name": "reference",
+    "resize": "tf1-bilinear-224",  # every frame to 224x224, aspect ratio not kept, no crop
+    "embedding": "i3d-logits-400",  # pre-softmax Kinetics-400 logits, averaged over time
+    "frames": "all frames of each clip",  # no temporal crop or subsampling
+    "source": "google-research frechet_video_distance (TF-Hub deepmind/i3d-kinetics-400/1)",
+}
+_RESIZE_TEXT = {"tf1": "tf1-bilinear-224", "torch": "torch-bilinear-224 (half-pixel, no crop)",
+                "center-crop": "short-side-224 + center-crop (torch bilinear; StyleGAN-V-derived ports)"}
 
 
 class SmallSampleWarning(UserWarning):
@@ -74,10 +107,7 @@ class SmallSampleWarning(UserWarning):
 
 
 def how_to_get_weights() -> str:
-    return ("FVD needs Kinetics-400 Inception-I3D weights (manifest entry 'i3d-kinetics400': e.g. "
-            "pytorch-i3d's models/rgb_imagenet.pt, converted from DeepMind's kinetics-i3d); they cannot be "
-            "downloaded here — pass a local path as weights, or pass model=InceptionI3d() (random weights, "
-            "values not comparable with the literature) for tests")
+    return f"FVD needs the Kinetics-400 I3D: vpcli weights download {DEFAULT_WEIGHTS}"
 
 
 # --- preprocessing ---------------------------------------------------------------------------
@@ -105,6 +135,12 @@ def resize_frames(x: torch.Tensor, size: int = INPUT_SIZE, mode: str = "tf1") ->
         return x
     if mode == "torch":
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if mode == "center-crop":  # shorter side to `size` (the longer one rounded up), then the centre
+        scale = size / min(h, w)
+        target = (size, math.ceil(w * scale)) if h < w else (math.ceil(h * scale), size)
+        x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        return x[..., top:top + size, left:left + size]
     rh = _tf1_resize_matrix(h, size, x.device)  # size,H
     rw = _tf1_resize_matrix(w, size, x.device)  # size,W
     return torch.einsum("ih,nchw,jw->ncij", rh, x, rw)
@@ -187,6 +223,16 @@ def fvd_from_features(pred_features: np.ndarray | torch.Tensor, target_features:
 
 # --- the metric ------------------------------------------------------------------------------
 
+def load_i3d_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Our I3D state dict from a weights file: the TorchScript archive (``i3d_torchscript.pt``, read
+    without running it), a pytorch-i3d ``.pt`` state dict, or a safetensors conversion."""
+    from vpcli.weights.convert_torchscript import is_torchscript_archive, load_i3d_torchscript
+
+    if is_torchscript_archive(path):
+        return load_i3d_torchscript(path)
+    return convert_pytorch_i3d_state_dict(load_tensor_file(path))
+
+
 class FVD:
     """FVD between two sets of videos: ``FVD()(pred, target) -> float`` (lower is better).
 
@@ -212,7 +258,7 @@ class FVD:
         if model is None:
             model = InceptionI3d()
             path = resolve_weights_file(weights, "FVD (I3D)", how_to_get_weights())
-            model.load_state_dict(convert_pytorch_i3d_state_dict(load_tensor_file(path)), strict=True)
+            model.load_state_dict(load_i3d_weights(path), strict=True)
         self.model = model.eval().requires_grad_(False)
         if device is not None:
             self.model.to(device)
@@ -220,6 +266,15 @@ class FVD:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def protocol(self) -> dict[str, str]:
+        """The preprocessing and embedding this instance uses (``name`` is ``reference`` only for
+        the reference resize); the caller adds which frames and samples it feeds."""
+        out = dict(REFERENCE_PROTOCOL)
+        if self.resize != "tf1":
+            out.update(name="custom", resize=_RESIZE_TEXT[self.resize])
+        return out
 
     @torch.inference_mode()
     def features(self, videos: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@ TorchScript export of the same network):
 
 Parameter names follow the PyTorch port (``Conv3d_1a_7x7.conv3d.weight``,
 ``Mixed_4b.b1b.bn.running_var``, ``logits.conv3d.bias``, ...), so its state dict loads one-to-one
-(see :func:`convert_pytorch_i3d_state_dict`).
+(see :func:`convert_pytorch_i3d_state_dict`). The TorchScript archive of StyleGAN-V
+(``i3d_torchscript.pt``, manifest entry ``i3d-kinetics400``) is read without running it and
+mapped onto these names by :mod:`vpcli.weights.convert_torchscript`.
 
 The FVD embedding is the output of :meth:`InceptionI3d.forward`: the 400 logits averaged over
 time, before the softmax — the tensor ``RGB/inception_i3d/Mean:0`` that the reference

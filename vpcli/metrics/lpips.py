@@ -12,15 +12,18 @@ The formula of the reference implementation (``lpips`` 0.1.4, ``lpips/lpips.py``
    non-negative weights learned on the BAPPS human judgements), mean over space;
 5. the sum over the five layers.
 
-Weights. The backbones are torchvision's ImageNet AlexNet / VGG16 and the heads are the
-``lpips/weights/v0.1/{alex,vgg}.pth`` files of the ``lpips`` package; neither can be downloaded
-here. ``LPIPS(net)`` resolves, through :mod:`vpcli.weights`, the name ``lpips-alex`` /
-``lpips-vgg``. That file may be
+Weights. The backbones are torchvision's ImageNet AlexNet / VGG16 (manifest entries
+``alexnet-imagenet`` / ``vgg16-imagenet``: ``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``,
+read with ``torch.load(weights_only=True)``, same keys as ours) and the heads are the
+``lpips/weights/v0.1/{alex,vgg}.pth`` files of richzhang/PerceptualSimilarity (= the ``lpips``
+wheel; keys ``lin{k}.model.1.weight`` -> ours ``lin{k}.weight``). The heads' entries,
+``lpips-alex`` / ``lpips-vgg``, ``require`` the backbone entry, so ``vpcli weights download
+lpips-alex`` fetches both and ``LPIPS("alex")`` loads the heads from the entry's file and the
+backbone from its requirement. An explicit ``weights`` may also be
 
 - one combined safetensors file written by :func:`save_lpips_weights` (backbone + heads), or
 - the heads alone (the ``lpips`` ``.pth``, or safetensors), in which case the backbone is
-  resolved separately as ``alexnet-imagenet`` / ``vgg16-imagenet`` (torchvision's ``.pth`` or a
-  converted safetensors file).
+  resolved separately (``backbone_weights``, default ``alexnet-imagenet`` / ``vgg16-imagenet``).
 
 ``LPIPS(net, pretrained=False)`` builds a randomly initialised metric (seed it yourself) for tests
 and benchmarks; its values are not LPIPS values.
@@ -63,6 +66,9 @@ class _NetSpec:
         self.weights, self.backbone_weights = weights, backbone_weights
 
 
+# weights: the heads' manifest entry, which `requires` the backbone entry (both fetched by
+# `vpcli weights download lpips-alex`); backbone_weights: that backbone, used when a heads file
+# comes without one.
 NETS = {
     "alex": _NetSpec("alexnet", AlexNet, AlexNet.RELU_TAPS, AlexNet.RELU_CHANNELS, "lpips-alex", "alexnet-imagenet"),
     "vgg": _NetSpec("vgg16", VGG16, VGG16.BLOCK_RELU_TAPS, VGG16.BLOCK_RELU_CHANNELS, "lpips-vgg", "vgg16-imagenet"),
@@ -81,11 +87,7 @@ def _spec(net: str) -> tuple[str, _NetSpec]:
 
 def how_to_get_weights(net: str) -> str:
     key, spec = _spec(net)
-    return (f"LPIPS-{key} needs torchvision's ImageNet {spec.arch} ({TORCHVISION_URLS[spec.arch]}) and the "
-            f"LPIPS v0.1 heads (lpips/weights/v0.1/{key}.pth in the `lpips` wheel: "
-            f"`pip download --no-deps lpips`); combine them with "
-            f"vpcli.metrics.lpips.save_lpips_weights(backbone, heads, 'lpips-{key}.safetensors', net='{key}') and "
-            f"pass that path as weights, or pass a model built with pretrained=False for tests")
+    return f"LPIPS-{key} needs {spec.arch} and the LPIPS v0.1 heads: vpcli weights download {spec.weights}"
 
 
 def convert_lpips_heads(state: dict[str, torch.Tensor], net: str) -> dict[str, torch.Tensor]:
@@ -196,20 +198,29 @@ class LPIPS(nn.Module):
         return [getattr(self, f"lin{k}") for k in range(len(self.taps))]
 
     def load_weights(self, weights: str | os.PathLike, backbone_weights: str | os.PathLike | None = None) -> None:
-        """Load heads (+ backbone) from a combined file, or heads from one and the backbone from another."""
+        """Load heads and backbone: from an entry and the entries it ``requires`` (``lpips-alex``:
+        the heads, requiring ``alexnet-imagenet``), from one combined file, or heads from one file
+        and the backbone from ``backbone_weights``."""
+        from vpcli.metrics._checks import required_parts
+
+        spec = NETS[self.net_name]
         hint = how_to_get_weights(self.net_name)
-        path = resolve_weights_file(weights, f"LPIPS-{self.net_name}", hint)
-        heads, backbone = _split_state(load_tensor_file(path), self.net_name)
+        what = f"LPIPS-{self.net_name}"
+        heads: dict[str, torch.Tensor] = {}
+        backbone: dict[str, torch.Tensor] = {}
+        for name in [weights, *(required_parts(weights) or [])]:
+            path = resolve_weights_file(name, what, hint)
+            h, b = _split_state(load_tensor_file(path), self.net_name)
+            heads, backbone = heads or h, backbone or b
         if not heads:
-            raise WeightsError(f"LPIPS-{self.net_name}: {path} holds no LPIPS heads (lin0..lin4)", hint)
+            raise WeightsError(f"{what}: {weights} holds no LPIPS heads (lin0..lin4)", hint)
         if not backbone:
             if backbone_weights is None:
-                raise WeightsError(f"LPIPS-{self.net_name}: {path} holds only the heads and no backbone was given",
-                                   hint)
-            bpath = resolve_weights_file(backbone_weights, f"LPIPS-{self.net_name} backbone", hint)
+                raise WeightsError(f"{what}: {weights} holds only the heads and no backbone was given", hint)
+            bpath = resolve_weights_file(backbone_weights, f"{what} backbone", hint)
             _, backbone = _split_state(load_tensor_file(bpath), self.net_name)
             if not backbone:
-                raise WeightsError(f"LPIPS-{self.net_name}: {bpath} holds no {NETS[self.net_name].arch} weights", hint)
+                raise WeightsError(f"{what}: {bpath} holds no {spec.arch} weights", hint)
         self.load_state_dict({**backbone, **heads}, strict=True)
 
     def distance(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:

@@ -44,11 +44,20 @@ Deliberate differences from the authors' code (each also noted where it happens)
 * a frame's encoding is reused when that frame is the next step's input (the reference encodes
   it twice; same values, BatchNorm running statistics are updated once instead of twice);
 * ``predict`` uses the module mode the caller set (``model.eval()``: BatchNorm running
-  statistics). The reference evaluates with encoders/decoders in *train* mode (batch statistics),
-  which makes a sample depend on the others in its batch.
+  statistics). The reference evaluates with encoders/decoders in *train* mode (batch statistics):
+  ``helpers.load_model_from_checkpoint`` calls ``.train()`` on every component whose name holds
+  ``encoder`` or ``decoder`` (``mask_decoder`` too) and ``.eval()`` only on the LSTMs, and
+  ``evaluate.py`` runs batches of 20 test clips, one sample at a time. ``batchnorm:
+  batch-per-sample`` reproduces that: in eval mode every BatchNorm of the encoders / decoders
+  normalises with the statistics of the current batch, computed separately for each sample group
+  (the B clips of one sample), so that running the S samples as one batch of B*S gives what S
+  separate runs of B give (their protocol) instead of pooling B*S rows. A layer that would see a
+  single value per channel (one clip at the 64x64 encoders' 1x1 output), where PyTorch's train
+  mode raises, uses its running statistics and says so (:class:`BatchNormWarning`).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -83,6 +92,8 @@ from vpcli.predictors.base import Batch, Extra, Losses, Predictor, StepRecord, T
 from vpcli.registry import register
 
 Backbone = Literal["dcgan64", "vgg64", "kitti", "cityscapes"]
+BatchNormMode = Literal["eval", "batch-per-sample"]
+BATCHNORM_MODES = ("eval", "batch-per-sample")
 STREET = ("kitti", "cityscapes")
 # noise(kind, t, shape) -> standard-normal eps for latent `kind` ("app" / "motion") at target frame t;
 # shape is (B, S, *z) in predict and (B, *z) in loss.
@@ -107,6 +118,9 @@ class _Common:
     beta: float = 1e-4                # App. C.3 (MNIST); KL weight of Eq. 3
     running_avg: bool = True          # App. C.2: average of all skips so far (args.py: always on)
     last_frame_skip: bool = True      # skips keep updating with generated frames (args.py: always on)
+    batchnorm: BatchNormMode = "eval"  # BatchNorm statistics outside training: "eval" (running statistics)
+                                      # or "batch-per-sample" (the authors' evaluate.py: batch statistics,
+                                      # per sample group; see the module docstring)
 
     def _validate(self, dims: dict[str, int]) -> None:
         if self.channels not in (1, 3):
@@ -123,6 +137,8 @@ class _Common:
             raise ValueError(f"street backbones need an even nf (widths nf * 3/2), got {self.nf}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {self.batchnorm!r}")
 
 
 @dataclass
@@ -168,6 +184,49 @@ class MaskPredictor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c3(self.c2(self.c1(x)))  # (B, 2C, H, W) -> (B, 1, H, W)
+
+
+class BatchNormWarning(UserWarning):
+    """``batchnorm: batch-per-sample`` fell back to running statistics in a layer (see below)."""
+
+
+class _SampleGroups:
+    """Shared by a model's :class:`_GroupBatchNorm2d` layers: how many sample groups the current
+    batch holds (rows are sample-minor, ``b * S + s``), and the layers that fell back."""
+
+    def __init__(self):
+        self.n = 1
+        self.fell_back: set[str] = set()
+
+
+class _GroupBatchNorm2d(nn.BatchNorm2d):
+    """``batchnorm: batch-per-sample``: outside training, normalise with the batch's own statistics
+    (biased variance, as ``F.batch_norm(training=True)``) per sample group; the running statistics
+    are neither used nor updated. In training it is an ordinary BatchNorm2d. Installed by
+    ``_SLAMPFamily._setup_batchnorm`` (same parameters and buffers, so state dicts are unchanged)."""
+
+    _groups: _SampleGroups
+    _where: str
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        g = self._groups.n
+        b = x.shape[0] // g
+        if b * x[0, 0].numel() < 2:  # one value per channel and group: F.batch_norm raises in train mode
+            if self._where not in self._groups.fell_back:
+                self._groups.fell_back.add(self._where)
+                warnings.warn(f"model.batchnorm=batch-per-sample: {self._where} sees one value per channel "
+                              f"({b} clip(s) at {x.shape[2]}x{x.shape[3]}), where the authors' train-mode "
+                              f"BatchNorm raises; it uses its running statistics (batch several clips, as their "
+                              f"evaluate.py does with 20, for their protocol)", BatchNormWarning, stacklevel=2)
+            return super().forward(x)
+        xv = x.float().reshape(b, g, *x.shape[1:])           # (B, S, C, H, W)
+        var, mean = torch.var_mean(xv, dim=(0, 3, 4), correction=0, keepdim=True)  # (1, S, C, 1, 1)
+        y = (xv - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
+        return y.reshape(x.shape).to(x.dtype)
 
 
 class Frame(NamedTuple):
@@ -236,6 +295,19 @@ class _SLAMPFamily(Predictor):
         self.mask_decoder = MaskPredictor(2 * nc, c.mask_channels)
         self.lstm_cls = ConvLSTMStack if self.street else LSTMStack
         self.gauss_cls = GaussianConvLSTM if self.street else GaussianLSTM
+
+    def _setup_batchnorm(self) -> None:
+        """``batchnorm: batch-per-sample``: the BatchNorms of the components the authors evaluate in
+        train mode (names with ``encoder`` / ``decoder``: helpers.load_model_from_checkpoint)."""
+        self._groups = _SampleGroups()
+        if self.config.batchnorm != "batch-per-sample":
+            return
+        for name, child in self.named_children():
+            if "encoder" in name or "decoder" in name:
+                for sub, m in child.named_modules():
+                    if type(m) is nn.BatchNorm2d:
+                        m.__class__ = _GroupBatchNorm2d
+                        m._groups, m._where = self._groups, f"{name}.{sub}"
 
     def _init_weights(self) -> None:
         # helpers.get_model_generic initialises every component this way; get_model_real leaves
@@ -318,6 +390,7 @@ class _SLAMPFamily(Predictor):
         ``beta`` x KL (summed over latent units and time, averaged over the batch)."""
         c, x = self.config, batch["rgb"]            # (B, T, C, H, W)
         self._check(x)
+        self._groups.n = 1                          # one group: the batch (batch-per-sample outside training)
         b, n = x.shape[0], x.shape[1]
         eps = self._noise(noise, (b,), None)        # training noise: the global RNG the engine seeds
         st: dict = {}
@@ -381,6 +454,8 @@ class _SLAMPFamily(Predictor):
 
         st: dict = {}
         skips = None
+        groups = self._groups
+        groups.n = 1                                         # the context runs at batch B: one group
         cur = self.encode(rgb[:, 0])
         last_motion, last_mskip = self.motion(cur.m, cur.m)  # zero motion (Sec. 3.4)
         for t in range(1, t0):                               # context: posterior latents
@@ -394,6 +469,7 @@ class _SLAMPFamily(Predictor):
         x_in = rep(rgb[:, -1])
         for k in range(horizon):                             # future: prior latents
             t = t0 + k
+            groups.n = s                                     # B*S rows: S sample groups (batch-per-sample)
             skips = self._update_skips(skips, cur.skips, t, t0)
             g_app, g_flow, _ = self._latent_step(st, cur.h, last_motion, None, t, eps)
             out = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in)
@@ -406,6 +482,7 @@ class _SLAMPFamily(Predictor):
                           "warped": bs(out.motion), "average": bs((out.app + out.motion) / 2)}
             yield StepRecord(frames=x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:]), extras=extras)
             if k + 1 < horizon:                              # the prediction is the next input
+                groups.n = s                                 # (another generator may have run meanwhile)
                 nxt = self.encode(x_hat)
                 last_motion, last_mskip = self.motion(cur.m, nxt.m)
                 cur, x_in = nxt, x_hat
@@ -434,6 +511,7 @@ class SLAMP(_SLAMPFamily):
         self.posterior_motion = gauss(c.g_dim_motion, c.z_dim_motion, r, c.posterior_rnn_layers)
         self.prior_motion = gauss(c.g_dim_motion, c.z_dim_motion, r, c.prior_rnn_layers)
         self._init_weights()
+        self._setup_batchnorm()
 
     def motion(self, m_prev, m_next):
         out = self.motion_encoder(torch.cat([m_prev, m_next], 1))  # (B, 2C, H, W) or (B, 4g, h, w)
@@ -483,6 +561,7 @@ class SLAMPBaseline(_SLAMPFamily):
         self.posterior = self.gauss_cls(c.g_dim, c.z_dim, r, c.posterior_rnn_layers)
         self.prior = self.gauss_cls(c.g_dim, c.z_dim, r, c.prior_rnn_layers)
         self._init_weights()
+        self._setup_batchnorm()
 
     def _latent_step(self, st, cur_h, last_motion, post, t, eps):
         mu_p, lv_p, st["prior"] = self.prior(cur_h, st.get("prior"))

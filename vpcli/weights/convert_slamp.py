@@ -9,6 +9,12 @@ repository (so their classes import) and only for a file you trust::
     python -c "import torch; c = torch.load('slamp_mnist.pth', map_location='cpu'); \\
         torch.save({k: v.state_dict() for k, v in c.items() if hasattr(v, 'state_dict')}, 'slamp_mnist.sd.pth')"
 
+Or, without their code: :func:`read_authors_checkpoint` reads the published file itself with
+vpcli's restricted unpickler (vpcli/weights/unpickle.py: their module classes become inert stubs,
+only tensors and plain containers are built, anything else is refused); the manifest entries
+``slamp-*-official`` do that on download (vpcli/weights/convert_on_download.py), and
+:func:`check_opt` compares the ``opt`` saved beside the models with the config vpcli builds.
+
 ``convert_slamp_official('slamp_mnist.sd.pth')`` then reads it with ``weights_only=True``. A dict
 of per-component state dicts (or a flat ``"component.param"`` dict) works directly. From the
 command line, with the preset whose model the checkpoint was trained with::
@@ -49,8 +55,9 @@ COMPONENTS = ("pixel_encoder", "motion_encoder", "img_encoder", "pixel_decoder",
 _GAUSSIAN = ("posterior_app", "prior_app", "posterior_motion", "prior_motion", "posterior", "prior")
 _WRAPPERS = {"main", "layers"}
 _CONV_CELL = re.compile(r"^lstm\.(\d+)\.conv\.")
-RESAVE_HINT = ("re-save it as state dicts in a checkout of kaanakan/slamp (see the recipe in "
-               "vpcli/weights/convert_slamp.py), then convert that file")
+RESAVE_HINT = ("for the published files use the manifest entries slamp-*-official (`vpcli weights download "
+               "slamp-kth-official` reads them safely and converts them); otherwise re-save it as state dicts in a "
+               "checkout of kaanakan/slamp (recipe in vpcli/weights/convert_slamp.py) and convert that file")
 
 
 def _load(path: str | os.PathLike) -> Mapping[str, Any]:
@@ -141,3 +148,55 @@ def check_against(state: Mapping[str, torch.Tensor], model: torch.nn.Module) -> 
         raise InputError(f"the converted SLAMP weights do not fit this model ({detail})",
                          "build the model with the checkpoint's settings (backbone, channels, g/z dims, rnn_size; "
                          "`vpcli weights convert`: --config PRESET and --set model.KEY=VALUE)")
+
+
+# --- the published files themselves (whole pickled modules) ------------------------------------
+
+# train.py's `opt` (args.py) -> vpcli's model config: the settings that change what the weights mean.
+_OPT_FIELDS = ("channels", "g_dim_app", "g_dim_motion", "z_dim_app", "z_dim_motion", "rnn_size",
+               "predictor_rnn_layers", "posterior_rnn_layers", "prior_rnn_layers", "last_frame_skip",
+               "running_avg", "motion_skip")
+
+
+def read_authors_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+    """A kaanakan/slamp ``.pth`` as ``train.py`` writes it (``torch.save(models)`` with ``opt`` and
+    ``epoch``) -> (per-component state dicts, ``opt`` as a plain dict).
+
+    Read with :func:`vpcli.weights.unpickle.load_restricted`: nothing from the file is imported
+    or called. A file of per-component state dicts is accepted too.
+    """
+    from vpcli.weights.unpickle import Stub, load_restricted, module_state_dict, plain
+
+    path = Path(path)
+    content = load_restricted(path)
+    if not isinstance(content, Mapping):
+        raise InputError(f"{path}: a SLAMP checkpoint is a dict of components, got {type(content).__name__}",
+                         "pass a .pth file of kaanakan/slamp")
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    opt: dict[str, Any] = {}
+    for key, value in content.items():
+        if key == "opt":
+            opt = plain(value) if isinstance(value, (Stub, Mapping)) else {}
+        elif isinstance(value, Stub):
+            parts[str(key)] = module_state_dict(value)
+        elif isinstance(value, Mapping):
+            tensors = {str(k): v for k, v in value.items() if torch.is_tensor(v)}
+            if tensors:
+                parts[str(key)] = tensors
+    return parts, opt
+
+
+def check_opt(opt: Mapping[str, Any], config: Any) -> list[str]:
+    """The settings in which the checkpoint's ``opt`` and vpcli's model ``config`` disagree, as
+    ``"name: checkpoint X, config Y"`` (empty: they agree, or ``opt`` does not say)."""
+    out = []
+    for name in _OPT_FIELDS:
+        if name in opt and hasattr(config, name) and opt[name] != getattr(config, name):
+            out.append(f"{name}: checkpoint {opt[name]!r}, config {getattr(config, name)!r}")
+    backbone = {"kitti": "kitti", "cityscapes": "cityscapes"}.get(str(opt.get("dataset")))
+    if backbone is None and opt.get("model") in ("dcgan", "vgg"):
+        backbone = {"dcgan": "dcgan64", "vgg": "vgg64"}[opt["model"]]
+    if backbone is not None and getattr(config, "backbone", backbone) != backbone:
+        out.append(f"backbone: checkpoint {backbone!r} (dataset {opt.get('dataset')!r}, model {opt.get('model')!r}), "
+                   f"config {config.backbone!r}")
+    return out

@@ -42,6 +42,17 @@ def hash_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """Git's blob hash of a file (what ``git hash-object FILE`` prints): SHA-1 of
+    ``b"blob <size>\\0"`` followed by the bytes. A repository that commits a file publishes it."""
+    size = os.stat(path).st_size
+    h = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike, *, trust_cache: bool = True) -> str:
     """sha256 of ``path`` (symlinks followed), from the memo when the file is unchanged."""
     key = _key(path)

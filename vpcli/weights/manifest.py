@@ -32,6 +32,24 @@ checks every later load and re-download against the record (trust on first use; 
 resolve.py). ``source: {url: ..., filename: NAME}`` names the file when the URL's last path
 segment is not a useful name (e.g. Google Drive's ``.../download?id=...``).
 
+Such an entry (url or hub) may carry what its publisher does give, which the first download must
+match before its sha256 is recorded and pinned:
+
+- ``git_blob_sha1: <40 hex>``: git's blob hash of the file (SHA-1 of ``b"blob <size>\\0" + bytes``),
+  as a repository that commits the file publishes it. A full-strength pin: the entry is fetched
+  like one with a published sha256 (also implicitly, and by ``--all``).
+- ``sha256_prefix: <8 to 63 hex>``: the start of its sha256 (torchvision puts the first 8 hex
+  digits in its file names, e.g. ``vgg16-397923af.pth``). Too short to pin alone: the first
+  download is still only on request.
+
+A hub source may name a branch or tag (``revision: main``) instead of a commit: the first download
+resolves it to its 40-hex commit and records that commit with the sha256 (pinned on first use);
+every later resolve uses the recorded commit, wherever the branch moves.
+
+``requires: [NAME, ...]`` lists entries this one is used together with (the torchvision AlexNet
+backbone under the LPIPS head of ``lpips-alex``): resolving or downloading the entry resolves its
+requirements first. Every name must be defined in one of the manifests read, with no cycle.
+
 Every validation error is a :class:`~vpcli.errors.ManifestError` naming the file, the entry
 (index and name) and the field, so a typo can be fixed without reading this module.
 """
@@ -77,7 +95,9 @@ def files_base(manifest: Path) -> Path:
 
 TASKS = ("predictor", "segmenter", "flow", "metric")
 REQUIRED_FIELDS = ("name", "task", "arch", "config", "source", "sha256", "license", "trained_on", "metrics")
-OPTIONAL_FIELDS = ("description", "parts")
+OPTIONAL_FIELDS = ("description", "parts", "git_blob_sha1", "sha256_prefix", "requires")
+OPTIONAL_FIELDS += ("convert",)  # `convert: NAME`: converted into safetensors after download (convert_on_download.py)
+CONVERTERS = ("slamp-official",)  # the names `convert:` accepts
 ENTRY_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 TOP_FIELDS = ("version", "weights")
 SOURCE_KINDS = ("bundled", "hub", "url")
@@ -89,6 +109,10 @@ HUB_FIELDS = ("repo_id", "revision", "filename")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX40_RE = re.compile(r"[0-9a-f]{40}")
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
+_HEX40_ANY_RE = re.compile(r"[0-9a-fA-F]{40}")
+_PREFIX_RE = re.compile(r"[0-9a-fA-F]{8,63}")
+# A branch or tag name (git's rules, roughly): resolved to a commit and pinned at the first download.
+_REF_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
 # Hub repo ids: "name" or "owner/name" (the Hub's own rules are stricter; it reports the rest).
 _REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -120,9 +144,14 @@ class HubSource:
     """A file in a Hugging Face Hub repo, pinned to one commit."""
 
     repo_id: str
-    revision: str  # 40 hex: a branch or tag could move under us
+    revision: str  # 40 hex; or a branch/tag, resolved to a commit and recorded at the first download
     filename: str
     kind: ClassVar[str] = "hub"
+
+    @property
+    def is_commit(self) -> bool:
+        """Whether ``revision`` is a commit (else a branch or tag, which may move)."""
+        return bool(_HEX40_RE.fullmatch(self.revision))
 
     def describe(self) -> str:
         return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
@@ -170,11 +199,39 @@ class WeightsEntry:
     manifest: Path
     index: int
     parts: tuple[str, ...] | None = None  # the parts of a multi-part method the file holds (None: all)
+    convert: str | None = None  # a CONVERTERS name: the file is converted after download (sha256: the original)
+    git_blob_sha1: str | None = None  # lower-case hex; checked at the first download of an unpublished entry
+    sha256_prefix: str | None = None  # lower-case hex; the first download's sha256 must start with it
+    requires: tuple[str, ...] = ()  # entries resolved together with this one
 
     @property
     def published(self) -> bool:
         """Whether the manifest carries the file's sha256 (else it is recorded on first download)."""
         return self.sha256 is not None
+
+    @property
+    def pinned_by_manifest(self) -> bool:
+        """Whether the manifest alone fixes the file's bytes (a sha256 or a git blob SHA-1), so that
+        a first download needs no decision about trust. A sha256 prefix is too short for that."""
+        return self.sha256 is not None or self.git_blob_sha1 is not None
+
+    @property
+    def records_first_use(self) -> bool:
+        """Whether the first download writes a record: an unpublished sha256, or a hub branch/tag
+        whose commit must be pinned."""
+        return self.sha256 is None or (isinstance(self.source, HubSource) and not self.source.is_commit)
+
+    @property
+    def verification(self) -> str:
+        """How the file is checked, in words: ``bundled``, ``published sha256``, ``git blob SHA-1``,
+        ``sha256 prefix`` (both: ``git blob SHA-1 + sha256 prefix``) or ``pinned on first use``.
+        All but the first two record the first download's sha256 and pin it."""
+        if isinstance(self.source, BundledSource):
+            return "bundled"
+        if self.sha256:
+            return "published sha256"
+        kinds = (["git blob SHA-1"] if self.git_blob_sha1 else []) + (["sha256 prefix"] if self.sha256_prefix else [])
+        return " + ".join(kinds) or "pinned on first use"
 
     @property
     def where(self) -> str:
@@ -215,6 +272,11 @@ class WeightsEntry:
             "metrics": _plain(self.metrics),
             "description": self.description,
             "parts": list(self.parts) if self.parts else None,
+            "convert": self.convert,
+            "git_blob_sha1": self.git_blob_sha1,
+            "sha256_prefix": self.sha256_prefix,
+            "requires": list(self.requires),
+            "verification": self.verification,
             "manifest": str(self.manifest),
         }
 
@@ -233,6 +295,51 @@ class WeightsRegistry:
                     f"and {entry.manifest} (weights[{entry.index}])",
                     "names are global across manifests; rename one of them")
             self._entries[entry.name] = entry
+        self._check_requires()
+
+    def _check_requires(self) -> None:
+        """Every ``requires`` name is defined, and no entry requires itself through others."""
+        for entry in self._entries.values():
+            for name in entry.requires:
+                if name not in self._entries:
+                    close = difflib.get_close_matches(name, list(self._entries), n=1, cutoff=0.6)
+                    raise ManifestError(f"{entry.where}: field 'requires' names unknown weights '{name}'",
+                                        f"did you mean '{close[0]}'?" if close else
+                                        "define that entry in a manifest that is read too (--manifest, $VPCLI_MANIFEST)")
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = path[path.index(name):] + [name]
+                first = self._entries[cycle[0]]
+                raise ManifestError(f"{first.where}: field 'requires' makes a cycle: {' -> '.join(cycle)}",
+                                    "an entry cannot require itself, also not through others")
+            state[name] = 1
+            for req in self._entries[name].requires:
+                visit(req, path + [name])
+            state[name] = 2
+
+        for name in self._entries:
+            visit(name, [])
+
+    def requirements(self, entry: WeightsEntry) -> list[WeightsEntry]:
+        """Every entry that ``entry`` requires, directly or through others, each once, those
+        required by others first (the order to fetch them in); ``entry`` itself not included."""
+        order: list[WeightsEntry] = []
+        seen: set[str] = {entry.name}
+
+        def visit(e: WeightsEntry) -> None:
+            for name in e.requires:
+                if name not in seen:
+                    seen.add(name)
+                    req = self.get(name)
+                    visit(req)
+                    order.append(req)
+
+        visit(entry)
+        return order
 
     def get(self, name: str) -> WeightsEntry:
         try:
@@ -370,12 +477,13 @@ def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
     source = _parse_source(item["source"], where, path)
     sha = item["sha256"]
     if sha == UNPUBLISHED:
-        if not isinstance(source, UrlSource):
-            raise ManifestError(f"{where}: 'sha256: {UNPUBLISHED}' is only for url sources, not {source.kind}",
+        if isinstance(source, BundledSource):
+            raise ManifestError(f"{where}: 'sha256: {UNPUBLISHED}' is only for url and hub sources, not bundled",
                                 "give the file's sha256 (compute it with `sha256sum FILE`)")
     elif not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
         raise ManifestError(f"{where}: field 'sha256' must be 64 hex digits (or '{UNPUBLISHED}' for a URL "
                             f"whose publisher gives none), got {_short(sha)}", "compute it with `sha256sum FILE`")
+    blob_sha1, prefix = _parse_first_use_checks(item, sha == UNPUBLISHED, where)
     return WeightsEntry(
         name=name,
         task=task,
@@ -390,7 +498,55 @@ def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
         manifest=path,
         index=index,
         parts=_parse_parts(item.get("parts"), where),
+        convert=_parse_convert(item.get("convert"), where),
+        git_blob_sha1=blob_sha1,
+        sha256_prefix=prefix,
+        requires=_parse_requires(item.get("requires"), name, where),
     )
+
+
+def _parse_first_use_checks(item: dict, unpublished: bool, where: str) -> tuple[str | None, str | None]:
+    """``git_blob_sha1`` and ``sha256_prefix``: what the first download of an unpublished entry must match."""
+    found = []
+    for key, regex, what, example in (
+            ("git_blob_sha1", _HEX40_ANY_RE, "40 hex digits (git's blob hash: `git hash-object FILE`)",
+             "git_blob_sha1: 93daef59c7ae0e9e8f76225521407e60cbafa6aa"),
+            ("sha256_prefix", _PREFIX_RE, "8 to 63 hex digits (the start of the file's sha256)",
+             "sha256_prefix: 397923af (from vgg16-397923af.pth)")):
+        value = item.get(key)
+        if value is None:
+            found.append(None)
+            continue
+        if not isinstance(value, str) or not regex.fullmatch(value):
+            raise ManifestError(f"{where}: field '{key}' must be {what}, got {_short(value)}", f"e.g. {example}")
+        if not unpublished:
+            raise ManifestError(f"{where}: field '{key}' is only for entries with 'sha256: {UNPUBLISHED}'; "
+                                "the published sha256 already pins the file",
+                                f"drop '{key}', or say 'sha256: {UNPUBLISHED}' if the sha256 is not published")
+        found.append(value.lower())
+    return found[0], found[1]
+
+
+def _parse_requires(value: Any, name: str, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and _NAME_RE.fullmatch(v)
+                                                           for v in value):
+        raise ManifestError(f"{where}: field 'requires' must be a list of weights names, got {_short(value)}",
+                            "e.g. requires: [alexnet-torchvision]; leave it out when the entry stands alone")
+    if name in value:
+        raise ManifestError(f"{where}: field 'requires' names the entry itself", "list only other entries")
+    dupes = sorted({v for v in value if value.count(v) > 1})
+    if dupes:
+        raise ManifestError(f"{where}: field 'requires' names '{dupes[0]}' twice", "list each entry once")
+    return tuple(value)
+
+
+def _parse_convert(value: Any, where: str) -> str | None:
+    if value is None or value in CONVERTERS:
+        return value
+    raise ManifestError(f"{where}: field 'convert' must be one of {', '.join(CONVERTERS)}, got {_short(value)}",
+                        "leave it out for a file vpcli reads as it is")
 
 
 def _parse_parts(value: Any, where: str) -> tuple[str, ...] | None:
@@ -465,11 +621,17 @@ def _parse_source(value: Any, where: str, path: Path) -> Source:
         if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id):
             raise ManifestError(f"{where}: field 'source.hub.repo_id' must look like 'owner/name', "
                                 f"got {_short(repo_id)}", "e.g. repo_id: vpcli/slamp-weights")
-        if not isinstance(revision, str) or not _HEX40_RE.fullmatch(revision):
+        # A branch or tag is pinned on first use (its commit is recorded at the first download);
+        # 40 hex digits in another case are a mistyped commit, not a branch.
+        if not isinstance(revision, str) or not (_HEX40_RE.fullmatch(revision) or (
+                _REF_RE.fullmatch(revision) and not _HEX40_ANY_RE.fullmatch(revision)
+                and ".." not in revision and "//" not in revision
+                and not revision.endswith(("/", ".", ".lock")))):
             raise ManifestError(
                 f"{where}: field 'source.hub.revision' must be a full commit hash (40 lower-case hex "
-                f"characters), got {_short(revision)}",
-                "pin a commit, not a branch or tag: copy the full hash from the repo's history")
+                f"characters) or a branch or tag name, got {_short(revision)}",
+                "copy the full hash from the repo's history; a branch (e.g. main) is resolved to its commit "
+                "and pinned at the first download")
         if not isinstance(filename, str) or not _is_repo_path(filename):
             raise ManifestError(f"{where}: field 'source.hub.filename' must be a path inside the repo "
                                 f"('/'-separated names, no '..', '.', empty or absolute parts), got {_short(filename)}",

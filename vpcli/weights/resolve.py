@@ -19,9 +19,18 @@ downloaded only when asked (``trust_first_use=True``, which `vpcli weights downl
 That first download's sha256 is recorded in ``<VPCLI_CACHE>/url/first-use/<name>-<url hash>/``
 and from then on the entry is pinned to it like any other: a changed file is refused, a
 re-download must match. Changing the URL starts a new record.
+
+What the publisher does give is checked before that record is written (manifest.py): a git blob
+SHA-1 (``git_blob_sha1``; such an entry needs no request, its bytes are fixed) or a sha256 prefix
+(``sha256_prefix``). A hub entry that names a branch (``revision: main``) records the commit its
+first download resolved to, under ``<VPCLI_CACHE>/hub/first-use/<name>-<source hash>/``, and every
+later resolve uses that commit. Entries an entry ``requires`` are resolved with it. Every first
+download is refused, and nothing of it kept, when it is a web page (by Content-Type or by its
+first bytes), shorter than its Content-Length, or does not match what the manifest gives.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -34,6 +43,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from vpcli.errors import ChecksumError, WeightsError
@@ -66,6 +76,15 @@ class ResolvedWeights:
     sha256: str | None  # None only for an explicit folder
     source: str  # "path" | "bundled" | "hub" | "url"
     first_use: bool = False  # this call downloaded an `unpublished` entry and recorded its sha256
+    requires: tuple["ResolvedWeights", ...] = ()  # the entry's `requires`, resolved (see requirement())
+    commit: str | None = None  # a hub file's commit (the recorded one for a branch revision)
+
+    def requirement(self, name: str) -> "ResolvedWeights":
+        """The resolved required entry ``name`` (direct or indirect)."""
+        for req in self.requires:
+            if req.name == name:
+                return req
+        raise KeyError(f"weights '{self.name}' do not require '{name}'")
 
 
 @dataclass(frozen=True)
@@ -119,15 +138,21 @@ def url_cache_path(entry: WeightsEntry) -> Path:
 
 
 def first_use_dir(entry: WeightsEntry) -> Path:
-    """Where an ``unpublished`` entry's file and its recorded sha256 live: one folder per name and URL."""
-    assert isinstance(entry.source, UrlSource)
-    tag = hashlib.sha256(entry.source.url.encode()).hexdigest()[:12]
+    """Where an ``unpublished`` entry's file and its recorded sha256 live: one folder per name and URL
+    (a hub entry's folder, one per name and repo/revision/filename, holds only the record)."""
+    src = entry.source
+    if isinstance(src, HubSource):
+        tag = hashlib.sha256(f"{src.repo_id}@{src.revision}/{src.filename}".encode()).hexdigest()[:12]
+        return hashing.vpcli_cache_dir() / "hub" / "first-use" / f"{entry.name}-{tag}"
+    assert isinstance(src, UrlSource)
+    tag = hashlib.sha256(src.url.encode()).hexdigest()[:12]
     return hashing.vpcli_cache_dir() / "url" / "first-use" / f"{entry.name}-{tag}"
 
 
 def recorded_sha256(entry: WeightsEntry) -> dict | None:
-    """The record of an ``unpublished`` entry's first download (sha256, url, when), or None."""
-    if entry.sha256 is not None or not isinstance(entry.source, UrlSource):
+    """The record of an entry's first download (sha256, source, when; a hub branch's commit), or None
+    for entries that keep none (a published sha256 and, on the Hub, a commit revision)."""
+    if not entry.records_first_use or isinstance(entry.source, BundledSource):
         return None
     path = first_use_dir(entry) / RECORD
     if not path.exists():
@@ -139,7 +164,10 @@ def recorded_sha256(entry: WeightsEntry) -> dict | None:
     except (OSError, ValueError):
         record = None
     sha = record.get("sha256") if isinstance(record, dict) else None
-    if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha):
+    commit_ok = (not isinstance(entry.source, HubSource) or entry.source.is_commit
+                 or (isinstance(record, dict) and isinstance(record.get("commit"), str)
+                     and _COMMIT_RE.fullmatch(record["commit"]) is not None))
+    if not isinstance(sha, str) or not _SHA256_RE.fullmatch(sha) or not commit_ok:
         raise WeightsError(f"the first-use record of weights '{entry.name}' ({path}) is damaged",
                            f"delete {first_use_dir(entry)} and run `vpcli weights download {entry.name}` to record "
                            f"the hash anew")
@@ -154,8 +182,30 @@ def expected_sha256(entry: WeightsEntry) -> str | None:
     return record["sha256"] if record else None
 
 
+def needs_trust(entry: WeightsEntry) -> bool:
+    """Whether fetching the entry is a decision about trust that only a request makes
+    (``trust_first_use``): nothing records its sha256 yet and the manifest does not fix its bytes
+    (no sha256, no git blob SHA-1; a sha256 prefix is too short to)."""
+    return (not isinstance(entry.source, BundledSource) and not entry.pinned_by_manifest
+            and expected_sha256(entry) is None)
+
+
+def pinned_revision(entry: WeightsEntry) -> str | None:
+    """The commit a hub entry's file is fetched at: its revision when that is a commit, else the
+    commit recorded at its first download (None: not downloaded yet)."""
+    src = entry.source
+    if not isinstance(src, HubSource):
+        return None
+    if src.is_commit:
+        return src.revision
+    record = recorded_sha256(entry)
+    return record["commit"] if record else None
+
+
 RECORD = "sha256.json"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<?xml")  # no weights file starts like this
 
 
 # --- public API ------------------------------------------------------------------------------
@@ -188,33 +238,50 @@ def resolve_weights(name_or_path: str | os.PathLike, *,
     registry = manifests if isinstance(manifests, WeightsRegistry) else load_manifests(manifests or ())
     if name not in registry and Path(name).exists():
         return _explicit(Path(name))
-    return resolve_entry(registry.get(name), download=download, progress=progress)
+    return resolve_entry(registry.get(name), download=download, progress=progress, registry=registry)
 
 
 def resolve_entry(entry: WeightsEntry, *, download: bool = True, progress: Progress | None = None,
-                  trust_first_use: bool = False) -> ResolvedWeights:
+                  trust_first_use: bool = False, registry: WeightsRegistry | None = None,
+                  _requirements: bool = True) -> ResolvedWeights:
     """Find or fetch the entry's file, then check its sha256 (deleting a bad cached copy).
 
     ``trust_first_use``: an ``unpublished`` entry with no recorded hash may be downloaded, and the
     sha256 of what arrives is recorded (``first_use`` is then True on the result). Without it such
     an entry raises a WeightsError that says to run `vpcli weights download NAME`.
+
+    The entries it ``requires`` (directly or through others) are resolved first, each once, with
+    the same settings but no progress (``requires`` on the result); ``registry`` is where their
+    names are looked up (default: the manifests read with the entry's own). To show each one's
+    progress, resolve ``registry.requirements(entry)`` first, as `vpcli weights download` does.
     """
+    requires: tuple[ResolvedWeights, ...] = ()
+    if entry.requires and _requirements:
+        reg = registry if registry is not None and entry.name in registry else load_manifests([entry.manifest])
+        requires = tuple(resolve_entry(req, download=download, trust_first_use=trust_first_use, registry=reg,
+                                       _requirements=False)
+                         for req in reg.requirements(entry))
     src = entry.source
     first_use = False
+    commit = None
+    if needs_trust(entry) and not trust_first_use:
+        raise WeightsError(f"weights '{entry.name}' have no published sha256, so vpcli fetches them only "
+                           f"when asked", how_to_get(entry))
     if isinstance(src, BundledSource):
         if not src.path.is_file():
             raise WeightsError(f"bundled weights file for '{entry.name}' is missing: {src.path}",
                                how_to_get(entry))
         path = src.path
     elif isinstance(src, HubSource):
-        path = _from_hub(entry, src, download=download, progress=progress)
+        path, first_use, commit = _from_hub(entry, src, download=download, progress=progress)
     else:
-        if expected_sha256(entry) is None and not trust_first_use:
-            raise WeightsError(f"weights '{entry.name}' have no published sha256, so vpcli fetches them only "
-                               f"when asked", how_to_get(entry))
         path, first_use = _from_url(entry, src, download=download, progress=progress)
     sha = check_sha256(entry, path)
-    return ResolvedWeights(path=path, name=entry.name, sha256=sha, source=src.kind, first_use=first_use)
+    if entry.convert:  # a publisher's format, converted once into cached safetensors (sha256: the original's)
+        from vpcli.weights.convert_on_download import converted_path
+        path = converted_path(entry, path, sha)
+    return ResolvedWeights(path=path, name=entry.name, sha256=sha, source=src.kind, first_use=first_use,
+                           requires=requires, commit=commit)
 
 
 def check_sha256(entry: WeightsEntry, path: Path, *, trust_cache: bool = True) -> str:
@@ -256,7 +323,11 @@ def locate(entry: WeightsEntry) -> Location:
     if isinstance(src, BundledSource):
         return Location("bundled", src.path) if src.path.is_file() else Location("missing", None)
     if isinstance(src, HubSource):
-        cached = _hf_cached(src)
+        try:  # a branch counts as downloaded only once its commit is recorded (and so is the sha256)
+            commit = pinned_revision(entry) if expected_sha256(entry) is not None else None
+        except WeightsError:
+            return Location("damaged first-use record", None)
+        cached = _hf_cached(dataclasses.replace(src, revision=commit)) if commit else None
         return Location("cached", cached) if cached else Location("not downloaded", None)
     dest = url_cache_path(entry)
     try:
@@ -291,12 +362,21 @@ def how_to_get(entry: WeightsEntry) -> str:
                 f"or pass --weights /path/to/{src.filename}")
     offline = " (unset HF_HUB_OFFLINE)" if is_offline() else ""
     if isinstance(src, HubSource):
+        at = pinned_revision(entry) or src.revision
+        if needs_trust(entry):
+            return (f"run `vpcli weights download {entry.name}` once while online{offline}: its publisher gives no "
+                    f"sha256, so vpcli records the first download's and checks every later load against it; or "
+                    f"download {src.filename} from {src.repo_id} at {at} yourself and pass --weights "
+                    f"/path/to/{src.filename}")
         return (f"run `vpcli weights download {entry.name}` while online{offline}, or download "
-                f"{src.filename} from {src.repo_id} at {src.revision[:12]} and pass --weights /path/to/{src.filename}")
-    if expected_sha256(entry) is None:
+                f"{src.filename} from {src.repo_id} at {at[:12]} and pass --weights /path/to/{src.filename}")
+    if needs_trust(entry):
         return (f"run `vpcli weights download {entry.name}` once while online{offline}: its publisher gives no "
                 f"sha256, so vpcli records the first download's and checks every later load against it; "
                 f"or fetch {src.url} yourself and pass --weights /path/to/{src.filename}")
+    if expected_sha256(entry) is None:  # a git blob SHA-1 to check first: a placed file would not count
+        return (f"run `vpcli weights download {entry.name}` while online{offline}, or fetch {src.url} and "
+                f"pass --weights /path/to/{src.filename}")
     return (f"run `vpcli weights download {entry.name}` while online{offline}, or fetch {src.url} and place it "
             f"at {url_cache_path(entry)}, or pass --weights /path/to/{src.filename}")
 
@@ -331,27 +411,74 @@ def _hf_cached(src: HubSource) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def _from_hub(entry: WeightsEntry, src: HubSource, *, download: bool, progress: Progress | None) -> Path:
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import hf_hub_download, hf_hub_url
+def _from_hub(entry: WeightsEntry, src: HubSource, *, download: bool,
+              progress: Progress | None) -> tuple[Path, bool, str]:
+    """(the cached file, whether this call recorded a first download, the commit the file is at).
+
+    A branch revision is resolved to its commit once, at the first download, which records it;
+    every later call uses the recorded commit (also after the branch moves on)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
     endpoint = hf_endpoint()
-    url = hf_hub_url(src.repo_id, src.filename, revision=src.revision, endpoint=endpoint)
     local_only = not download or is_offline()
-    cached = _hf_cached(src)
+    first = entry.records_first_use and recorded_sha256(entry) is None
+    commit = pinned_revision(entry)  # None: a branch that no download has resolved yet
+    cached = _hf_cached(dataclasses.replace(src, revision=commit)) if commit else None
+    if cached is not None and not first:
+        return cached, False, commit  # a pinned commit never changes, so a cached file needs no network check
     if cached is not None:
-        return cached  # a pinned commit never changes, so a cached file needs no network check
-    if local_only:
-        why = "HF_HUB_OFFLINE is set" if is_offline() else "downloads are disabled"
-        raise WeightsError(f"weights '{entry.name}' are not in the Hugging Face cache ({hf_cache_dir()}) "
-                           f"and {why}", how_to_get(entry))
-    _check_reachable(endpoint, entry)
-    from vpcli import __version__
+        path = cached  # in the Hub cache already (another tool's download): checked below like a download
+    else:
+        if local_only:
+            why = "HF_HUB_OFFLINE is set" if is_offline() else "downloads are disabled"
+            raise WeightsError(f"weights '{entry.name}' are not in the Hugging Face cache ({hf_cache_dir()}) "
+                               f"and {why}", how_to_get(entry))
+        _check_reachable(endpoint, entry)
+        from vpcli import __version__
 
+        if commit is None:  # the branch's commit now: it is what gets downloaded and recorded
+            url = hf_hub_url(src.repo_id, src.filename, revision=src.revision, endpoint=endpoint)
+            meta = _hub_call(entry, src, url, lambda: get_hf_file_metadata(
+                url, endpoint=endpoint, library_name="vpcli", library_version=__version__))
+            commit = meta.commit_hash
+            if not isinstance(commit, str) or not _COMMIT_RE.fullmatch(commit):
+                raise WeightsError(f"weights '{entry.name}': {endpoint} resolved revision {src.revision} of "
+                                   f"{src.repo_id} to {commit!r}, not a 40-hex commit",
+                                   f"check HF_ENDPOINT ({endpoint}); {how_to_get(entry)}")
+        pinned = dataclasses.replace(src, revision=commit)
+        url = hf_hub_url(src.repo_id, src.filename, revision=commit, endpoint=endpoint)
+        path = Path(_hub_call(entry, pinned, url, lambda: hf_hub_download(
+            src.repo_id, src.filename, revision=commit, cache_dir=str(hf_cache_dir()), endpoint=endpoint,
+            local_files_only=False, tqdm_class=_progress_bar(progress), library_name="vpcli",
+            library_version=__version__)))
+    if first:
+        where = f"hf://{src.repo_id}@{commit}/{src.filename}"
+        try:
+            with open(path, "rb") as f:
+                _refuse_page(entry, where, f.read(64))
+            actual = hashing.file_sha256(path)
+            _first_use_checks(entry, where, path, actual)
+        except WeightsError:
+            _discard(entry, path)
+            raise
+        from vpcli import __version__
+        from vpcli.io.atomic import write_text
+
+        write_text(first_use_dir(entry) / RECORD, json.dumps(
+            {"name": entry.name, "repo_id": src.repo_id, "revision": src.revision, "commit": commit,
+             "filename": src.filename, "sha256": actual, "bytes": path.stat().st_size,
+             "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "vpcli": __version__},
+            indent=1) + "\n")
+    return path, first, commit
+
+
+def _hub_call(entry: WeightsEntry, src: HubSource, url: str, call: Callable[[], Any]) -> Any:
+    """Run a huggingface_hub call, turning its errors into one-line WeightsErrors that name the entry."""
+    from huggingface_hub import errors as hf_errors
+
+    endpoint = hf_endpoint()
     try:
-        path = hf_hub_download(src.repo_id, src.filename, revision=src.revision, cache_dir=str(hf_cache_dir()),
-                               endpoint=endpoint, local_files_only=False, tqdm_class=_progress_bar(progress),
-                               library_name="vpcli", library_version=__version__)
+        return call()
     except hf_errors.LocalEntryNotFoundError as e:
         # Raised when the HEAD request failed for a reason other than "not found" (server error,
         # missing headers, dropped connection) and the file is not cached either.
@@ -381,7 +508,36 @@ def _from_hub(entry: WeightsEntry, src: HubSource, *, download: bool, progress: 
             raise WeightsError(f"cannot download weights '{entry.name}' from {url}: {_first_line(e)}",
                                f"check your connection; {how_to_get(entry)}") from e
         raise
-    return Path(path)
+
+
+def _refuse_page(entry: WeightsEntry, where: str, head: bytes) -> None:
+    """A file whose first bytes are HTML (an error or sign-in page served as a download) is refused."""
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:16].lower()
+    if start.startswith(_HTML_STARTS):
+        shown = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:9].decode("ascii", "replace")
+        raise WeightsError(f"{where} answered with a web page (it starts with {shown!r}), not the weights file "
+                           f"of '{entry.name}'", f"the host may want a browser: download the file there and pass "
+                                                 f"--weights /path/to/{entry.source.filename}")
+
+
+def _first_use_checks(entry: WeightsEntry, where: str, path: Path, actual: str) -> None:
+    """What a first download must match before its sha256 is recorded: the manifest's sha256 (a hub
+    branch), git blob SHA-1 and sha256 prefix. Raises ChecksumError; the caller removes the file."""
+    fix = (f"nothing was kept or recorded; the server sent other bytes than the published file: check the "
+           f"source in {entry.manifest}, or fetch the file where its hash is published and pass "
+           f"--weights /path/to/{entry.source.filename}")
+    if entry.sha256 is not None and actual != entry.sha256:
+        raise ChecksumError(f"sha256 mismatch for weights '{entry.name}' downloaded from {where}: expected "
+                            f"{entry.sha256} (from the manifest), got {actual}", fix)
+    if entry.git_blob_sha1 is not None:
+        blob = hashing.git_blob_sha1(path)
+        if blob != entry.git_blob_sha1:
+            raise ChecksumError(f"git blob SHA-1 mismatch for weights '{entry.name}' downloaded from {where}: "
+                                f"expected {entry.git_blob_sha1} (git_blob_sha1 in the manifest), got {blob}", fix)
+    if entry.sha256_prefix is not None and not actual.startswith(entry.sha256_prefix):
+        raise ChecksumError(f"sha256 prefix mismatch for weights '{entry.name}' downloaded from {where}: "
+                            f"expected a sha256 starting {entry.sha256_prefix} (sha256_prefix in the manifest), "
+                            f"got {actual}", fix)
 
 
 def _check_reachable(endpoint: str, entry: WeightsEntry) -> None:
@@ -475,6 +631,8 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
             h, done = hashlib.sha256(), 0
             with open(tmp, "wb") as f:
                 while chunk := response.read(hashing.CHUNK):
+                    if not done:  # an error page served as application/octet-stream is still a page
+                        _refuse_page(entry, url, chunk)
                     f.write(chunk)
                     h.update(chunk)
                     done += len(chunk)
@@ -484,7 +642,8 @@ def _download_url(entry: WeightsEntry, url: str, dest: Path, progress: Progress 
                 raise WeightsError(f"download of weights '{entry.name}' from {url} ended after {done} of {total} bytes",
                                    f"try again; {how_to_get(entry)}")
             actual = h.hexdigest()
-            if expected is None:  # first use: the record is written before the file appears
+            if expected is None:  # first use: checked, then the record is written before the file appears
+                _first_use_checks(entry, url, tmp, actual)
                 write_text(first_use_dir(entry) / RECORD, json.dumps(
                     {"name": entry.name, "url": url, "sha256": actual, "bytes": done,
                      "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "vpcli": __version__},

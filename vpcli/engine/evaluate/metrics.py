@@ -113,10 +113,18 @@ def build_metrics(names: list[str], *, device: str = "cpu", metric_weights: dict
                 continue
             if isinstance(e, ChecksumError):
                 raise  # says what to do already
-            raise WeightsError(e.message, f"for vpcli eval: --metric-weights {name}=FILE_OR_NAME, or "
-                                          f"--untrained-metrics for a smoke test; {e.hint}") from None
+            raise WeightsError(e.message, f"{e.hint}; or --metric-weights {name}=FILE_OR_NAME, or "
+                                          f"--untrained-metrics for a smoke test") from None
     return runners
 
+
+# Which frames and samples the evaluator feeds FVD (protocol.py, folders.py); the metric adds its
+# resize and embedding (FVD.protocol). Together: results.json's settings.fvd_protocol.
+FVD_EVAL_PROTOCOL = {
+    "sample": "the first sample of each sequence (a random draw, not best-of-N)",
+    "context": "included when vpcli eval predicts (context + predicted frames vs the real clip of that length); "
+               "folder mode: the frames of the prediction files vs the same ground-truth frames",
+}
 
 # The weights a metric resolves when --metric-weights does not name others, and what they hold.
 DEFAULT_METRIC_WEIGHTS = {"lpips": "lpips-{net}", "csim": "vgg16-imagenet", "fvd": "i3d-kinetics400"}
@@ -133,7 +141,7 @@ def missing_entry(name: str, error: Exception, given: str | None, lpips_net: str
     if isinstance(error, ChecksumError):  # its hint says what to do with the bad file
         enable = getattr(error, "hint", None) or f"replace the file, or pass --metric-weights {name}=FILE"
     elif _in_manifest(wanted):
-        enable = f"vpcli weights download {wanted} (once, online), or --metric-weights {name}=FILE holding {files}"
+        enable = f"vpcli weights download {wanted}, or --metric-weights {name}=FILE holding {files}"
     else:
         enable = (f"--metric-weights {name}=FILE holding {files}, or --untrained-metrics for a smoke test "
                   f"(values not comparable)")
@@ -177,7 +185,8 @@ def _build_metric(name: str, *, device: str, weights: dict[str, str], untrained_
             impl = cls(model=InceptionI3d(), device=device)
         else:
             impl = cls(weights.get(name, "i3d-kinetics400"), device=device)
-        settings = {"weights": weights.get(name, "i3d-kinetics400"), "resize": impl.resize}
+        settings = {"weights": weights.get(name, "i3d-kinetics400"), "resize": impl.resize,
+                    "fvd_protocol": {**impl.protocol, **FVD_EVAL_PROTOCOL}}
     elif name == "miou":
         classes: Any = None
         if miou_classes not in (None, "", "all"):

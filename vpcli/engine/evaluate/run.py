@@ -150,6 +150,8 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
                   "split": o.split, "sequences": n_seq, "context": ctx_len, "horizon": hor, "samples": samples,
                   "frame_step": cfg.data.frame_step, "size": list(first.shape[-2:]), "channels": int(first.shape[1]),
                   "seed": o.seed, "batch_size": o.batch_size, "device": o.device, "head": o.head,
+                  # SLAMP: BatchNorm statistics (eval | batch-per-sample, the authors' protocol)
+                  "batchnorm": getattr(getattr(loaded.model, "config", None), "batchnorm", None),
                   "inputs_from": filler.describe(),
                   "dataset": _plain(dataset.summary()) if hasattr(dataset, "summary") else None}
         protocol = _protocol_text("model", samples=samples, context=ctx_len, horizon=hor, n=n_seq,
