@@ -54,3 +54,18 @@ def test_eval_baseline_with_the_context_of_named_weights(capsys, tmp_path):
     results = json.loads((tmp_path / "e/results.json").read_text())
     assert results["inputs"]["context"] == 4 and results["inputs"]["horizon"] == 2
     assert "the 4 context frames are encoded once" in results["protocol"]
+
+
+def test_set_changes_a_model_setting_and_refuses_other_keys(capsys, tmp_path, clip):
+    """--set model.KEY=VALUE reaches the weights' model config (meta.json records it); data keys
+    and malformed values are usage errors."""
+    code, _, err = run(capsys, "predict", clip, "--weights", "slamp-synthstreet", "--set", "model.batchnorm=batch-per-sample",
+                       "--horizon", 1, "--samples", 2, "--out", tmp_path / "p")
+    assert code == 0, err
+    assert json.loads((tmp_path / "p/clip/meta.json").read_text())["model"]["batchnorm"] == "batch-per-sample"
+    for bad in ("data.context=3", "batchnorm"):
+        code, _, err = run(capsys, "predict", clip, "--weights", "slamp-synthstreet", "--set", bad, "--out", tmp_path / "q")
+        assert code == 2 and "--set takes model.KEY=VALUE" in err and not (tmp_path / "q").exists()
+    code, _, err = run(capsys, "predict", clip, "--weights", "slamp-synthstreet", "--set", "model.batchnorm=nope",
+                       "--out", tmp_path / "r")
+    assert code != 0 and "batchnorm" in err and len(err.strip().splitlines()) == 1

@@ -61,6 +61,11 @@ def evaluate(
         help="What is scored of the rollout: fused (the predicted frames) or a head the method declares -- "
              "SLAMP: static (appearance head), dynamic (warped-frame head), average (of the two, no mask), "
              "its Table 7.", rich_help_panel=_MODEL)] = "fused",
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="model.KEY=VALUE", help="Set a value of the weights' model config for this run, e.g. "
+                                                 "model.batchnorm=eval for the SLAMP authors' checkpoints (which "
+                                                 "default to their batch-per-sample protocol). Repeatable.",
+        show_default=False, rich_help_panel=_MODEL)] = None,
     labels_from: Annotated[Optional[str], typer.Option(
         "--labels-from", metavar="companion|NAME", help="Where a method that reads labels gets them (default: the "
                                                         "weights' config).", rich_help_panel=_MODEL,
@@ -123,7 +128,7 @@ def evaluate(
     options = api.EvalOptions(
         pred=pred, gt=gt, gt_offset=gt_offset, align=align, method=method, weights=weights, data=data,
         samples=samples, context=context, horizon=horizon, num_sequences=num_sequences, split=split, size=size,
-        head=head, labels_from=labels_from, flow_from=flow_from, metric=metric, metric_weights=metric_weights, untrained_metrics=untrained_metrics,
+        head=head, labels_from=labels_from, flow_from=flow_from, overrides=set_ or [], metric=metric, metric_weights=metric_weights, untrained_metrics=untrained_metrics,
         lpips_net=lpips_net, num_classes=num_classes, miou_classes=miou_classes, out=out, batch_size=batch_size,
         device=device, seed=seed, overwrite=overwrite)
     renderer = EvalRenderer(json)

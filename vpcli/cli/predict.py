@@ -50,6 +50,11 @@ def predict(
     save_components: Annotated[bool, typer.Option(
         help="Also write the method's extra maps per step and sample (SLAMP: flow as a colour wheel, mask, pixel, "
              "warped and average frames).")] = False,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="model.KEY=VALUE", help="Set a value of the weights' model config for this run, e.g. "
+                                                 "model.batchnorm=eval for the SLAMP authors' checkpoints (which "
+                                                 "default to their batch-per-sample protocol). Repeatable.",
+        show_default=False)] = None,
     labels_from: Annotated[Optional[str], typer.Option(
         "--labels-from", metavar="companion|NAME", help="Where a method that reads labels gets them: the clip's "
                                                         "companions, or a segmenter run on the fly (default: the "
@@ -85,7 +90,7 @@ def predict(
         method=method, weights=weights, horizon=horizon, samples=samples, context=context, start=start, size=size, fit=fit, resize=resize,
         grid=grid, save_components=save_components, lossless=lossless, precision=precision, batch_size=batch_size,
         device=device, seed=seed, shard=shard, recursive=recursive, overwrite=overwrite, labels_from=labels_from,
-        flow_from=flow_from)
+        flow_from=flow_from, overrides=set_ or [])
     progress = PredictRenderer(json)
     try:
         code = api.predict(inputs, out, options, callback=progress, for_each=progress.for_each)

@@ -164,3 +164,17 @@ class DeviceOptions(InputOptions):
         super().__post_init__()
         check_positive_int(self.batch_size, "--batch-size")
         check_device(self.device)
+
+
+def check_model_overrides(values) -> tuple[str, ...]:
+    """``--set model.KEY=VALUE`` for predict and eval: inference-time settings of the weights'
+    model config (e.g. ``model.batchnorm=eval`` for the SLAMP authors' checkpoints). Only
+    ``model.`` keys: the data a model was trained on is not a setting of a prediction."""
+    out = tuple(values or ())
+    for v in out:
+        key, eq, _ = str(v).partition("=")
+        if not eq or not key.startswith("model.") or key == "model.":
+            raise UsageError(f"--set takes model.KEY=VALUE here, got {v!r}",
+                             "e.g. --set model.batchnorm=eval (sizes and context have their own options)")
+    return out
+

@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from vpcli.engine.options import DeviceOptions
+from vpcli.engine.options import DeviceOptions, check_model_overrides
 from vpcli.errors import InputError, UsageError, VideoError
 from vpcli.engine.geometry import FITS, MIN_SIDE
 from vpcli.io.sources import check_positive_int, parse_size
@@ -501,6 +501,7 @@ class PredictOptions(DeviceOptions):
     size: str | tuple[int, int] | None = None  # --size HxW: a working resolution (vpcli.engine.geometry)
     fit: str = "letterbox"                     # --fit letterbox|crop|stretch for fixed-size weights
     resize: bool = False                       # the old flag: --fit stretch
+    overrides: tuple[str, ...] = ()            # --set model.KEY=VALUE on the weights' model config
     grid: bool = False
     save_components: bool = False
     lossless: bool = False
@@ -523,6 +524,7 @@ class PredictOptions(DeviceOptions):
             check_positive_int(self.context, "--context")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}", f"choose one of {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "overrides", check_model_overrides(self.overrides))
         if self.fit not in FITS:
             raise UsageError(f"--fit must be one of {', '.join(FITS)}, got {self.fit!r}",
                              "letterbox keeps the whole frame, crop the centre, stretch changes the aspect ratio")
@@ -560,7 +562,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     # Without --weights the method's manifest entries are the defaults: the first one for RGB clips
     # is loaded now (usage errors before any input), a greyscale clip gets the first one for grey
     # clips (loaded when the first grey clip comes).
-    model, cfg, winfo = load_predictor(method, o.weights, device=o.device, channels=3)
+    model, cfg, winfo = load_predictor(method, o.weights, device=o.device, channels=3, overrides=list(o.overrides))
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
     context = context_length(o.context, cfg, winfo)
@@ -574,7 +576,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
         if not is_greyscale(first_frame(path)):
             return loaded[3]
         if 1 not in loaded:
-            loaded[1] = load_predictor(method, None, device=o.device, channels=1)
+            loaded[1] = load_predictor(method, None, device=o.device, channels=1, overrides=list(o.overrides))
         return loaded[1]
 
     if o.save_components and not model.extras:

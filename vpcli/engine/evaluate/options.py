@@ -45,6 +45,7 @@ class EvalOptions:
     head: str = "fused"
     labels_from: str | None = None      # where the method's label inputs come from (default: its config)
     flow_from: str | None = None        # where its flow inputs come from
+    overrides: tuple[str, ...] = ()     # --set model.KEY=VALUE on the weights' model config
     # metrics
     metric: str | list[str] = "psnr,ssim"
     metric_weights: list[str] | dict[str, str] | None = None
@@ -84,6 +85,8 @@ class EvalOptions:
                              "see `vpcli eval --help` for --head")
         if folder_mode and self.head != "fused":
             raise UsageError("--head scores a predictor's heads; predictions on disk have none", "drop --head")
+        from vpcli.engine.options import check_model_overrides
+        set_(self, "overrides", check_model_overrides(self.overrides))
         if isinstance(self.context, str) and self.context.strip().lstrip("+-").isdigit():
             set_(self, "context", int(self.context))
         for opt, v, lo in (("--samples", self.samples, 1), ("--batch-size", self.batch_size, 1),

@@ -111,7 +111,7 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
             overrides.append(f"data.future={o.horizon}")
         if hw is not None:
             overrides.append(f"data.size=[{hw[0]}, {hw[1]}]")
-        loaded = load_predictor(o.method, o.weights, overrides, o.device)
+        loaded = load_predictor(o.method, o.weights, [*overrides, *o.overrides], o.device)
         cfg = loaded.config
         check_head(loaded.model, cfg.method, o.head)
         model = loaded.model
