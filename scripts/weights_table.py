@@ -76,10 +76,11 @@ def verified(entry) -> str:
 
 
 def table(registry) -> str:
-    header = ("name", "what it is", "comes from", "licence", "verified by")
+    header = ("name", "what it is", "works on", "comes from", "licence", "verified by")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for entry in registry:
-        cells = (f"`{entry.name}`", what(entry), source(entry), entry.license, verified(entry))
+        cells = (f"`{entry.name}`", what(entry), ", ".join(entry.works_on) or "-", source(entry), entry.license,
+                 verified(entry))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 

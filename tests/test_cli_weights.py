@@ -29,7 +29,7 @@ def setup(hub, weights_env, monkeypatch):
     (weights_env / "assets" / "local.safetensors").write_bytes(BUNDLED)
     m = write_manifest(weights_env / "manifest.yaml", [
         entry("local-net", {"bundled": "assets/local.safetensors"}, BUNDLED, task="flow", arch="pwcnet",
-              metrics={"epe": 2.5}, description="a bundled test net"),
+              metrics={"epe": 2.5}, description="a bundled test net", works_on=["real-video"]),
         hub_entry(hub, "remote-net", REMOTE, task="segmenter", arch="deeplabv3plus"),
     ])
     return m
@@ -40,9 +40,10 @@ def test_list_table_and_json(setup, capsys):
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()]
     lines = {row[0]: row for row in rows if row and row[0].endswith("-net")}
-    assert lines["local-net"][1:] == ["flow", "pwcnet", "bundled", "bundled", "bundled"]
-    assert lines["remote-net"][1:] == ["segmenter", "deeplabv3plus", "hub", "not", "downloaded", "published", "sha256"]
-    assert "verified by" in out.splitlines()[1]
+    assert lines["local-net"][1:] == ["flow", "pwcnet", "real-video", "bundled", "bundled", "bundled"]
+    assert lines["remote-net"][1:] == ["segmenter", "deeplabv3plus", "-", "hub", "not", "downloaded", "published",
+                                       "sha256"]
+    assert "verified by" in out.splitlines()[1] and "works on" in out.splitlines()[1]
 
     code, out, _ = run(capsys, "weights", "list", "--manifest", str(setup), "--json")
     records = [json.loads(line) for line in out.splitlines()]

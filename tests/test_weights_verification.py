@@ -458,3 +458,19 @@ def test_readme_weights_table_is_current():
     out = subprocess.run([sys.executable, str(root / "scripts" / "weights_table.py")], capture_output=True,
                          text=True, check=True, cwd=root).stdout.strip()
     assert table.strip() == out, "README's weights table is stale: python scripts/weights_table.py"
+
+
+def test_works_on_is_checked_and_every_bundled_predictor_says_it(tmp_path):
+    from vpcli.errors import ManifestError
+    from vpcli.weights import load_manifests
+    from vpcli.weights.manifest import WORKS_ON
+    reg = load_manifests()
+    for e in reg:
+        if e.task in ("predictor", "segmenter", "flow"):
+            assert e.works_on and set(e.works_on) <= set(WORKS_ON), e.name
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nweights:\n- name: x\n  task: flow\n  arch: pwcnet\n  config: {}\n"
+                   "  source: {bundled: x.safetensors}\n  sha256: '" + "0" * 64 + "'\n  license: MIT\n"
+                   "  trained_on: t\n  metrics: {}\n  works_on: [mars]\n")
+    with pytest.raises(ManifestError, match="field 'works_on' must be a list of digits, synthetic-streets"):
+        load_manifests([bad])

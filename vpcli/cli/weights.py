@@ -63,10 +63,11 @@ def list_(manifest: Manifests = None, json: JsonOut = False) -> None:
     from rich.table import Table
 
     table = Table(box=box.SIMPLE_HEAD, header_style="bold")  # no column rules: rows stay greppable
-    for column in ("name", "task", "arch", "source", "where", "verified by"):
+    for column in ("name", "task", "arch", "works on", "source", "where", "verified by"):
         table.add_column(column, no_wrap=True)
     for entry, loc in rows:
-        table.add_row(entry.name, entry.task, entry.arch, entry.source.kind, loc.status, entry.verification)
+        table.add_row(entry.name, entry.task, entry.arch, ", ".join(entry.works_on) or "-", entry.source.kind,
+                      loc.status, entry.verification)
     # A wide console when piped: rows must not be cut with an ellipsis (scripts grep them).
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     console.print(table)
@@ -249,6 +250,7 @@ def info(
           if isinstance(source, HubSource) and not source.is_commit else []),
         *([("requires", ", ".join(entry.requires))] if entry.requires else []),
         ("license", entry.license), ("trained_on", entry.trained_on),
+        ("works_on", ", ".join(entry.works_on) or "(not said)"),
         ("metrics", ", ".join(f"{k}={v}" for k, v in record["metrics"].items()) or "(none)"),
         ("description", entry.description or ""), ("manifest", str(entry.manifest)),
         ("status", record["status"]), ("path", record["path"] or ""),

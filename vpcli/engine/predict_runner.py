@@ -532,6 +532,19 @@ class PredictOptions(DeviceOptions):
             parse_size(self.size, "--size", min_side=MIN_SIDE)  # a bad --size: exit 2 before anything loads
 
 
+def _works_on(name: str) -> str:
+    """`` (made for X; not for real video)``: what a default entry's ``works_on`` says, for the one line."""
+    from vpcli.weights import load_manifests
+    try:
+        tags = load_manifests().get(name).works_on
+    except Exception:  # noqa: BLE001 - the line is a courtesy; the entry itself loaded
+        return ""
+    if not tags:
+        return ""
+    made = ", ".join(t.replace("-", " ") for t in tags)
+    return f" (made for {made}{'' if 'real-video' in tags else '; not for real video'})"
+
+
 def context_length(context: int | str | None, cfg, weights_info: dict[str, Any]) -> int | None:
     """``--context``: None (the weights' length), N, or weights whose ``data.context`` to take
     (so that a parameter-free baseline sees the frames the method it is compared with sees)."""
@@ -611,8 +624,8 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
                  "--context N, or --context WEIGHTS to take the context of the method it is compared with")
         if winfo.get("default"):
             kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
-            note(f"no --weights given: using {winfo['name']}, the first {cfg.method} weights in the manifests "
-                 f"for {kind} clips")
+            note(f"no --weights given: using {winfo['name']}{_works_on(winfo['name'])}, the first {cfg.method} "
+                 f"weights in the manifests for {kind} clips")
         samples = o.samples
         if getattr(model, "deterministic", False) and samples > 1:
             samples = 1

@@ -94,8 +94,11 @@ def files_base(manifest: Path) -> Path:
     return PACKAGE_DIR if Path(os.path.abspath(manifest)) in BUNDLED_LOCATIONS else Path(manifest).parent
 
 TASKS = ("predictor", "segmenter", "flow", "metric")
+# What data weights are meant for: predict's default picks by it and says so; `weights list` shows it.
+WORKS_ON = ("digits", "synthetic-streets", "real-video", "real-images")
 REQUIRED_FIELDS = ("name", "task", "arch", "config", "source", "sha256", "license", "trained_on", "metrics")
 OPTIONAL_FIELDS = ("description", "parts", "git_blob_sha1", "sha256_prefix", "requires")
+OPTIONAL_FIELDS += ("works_on",)  # where the weights work: WORKS_ON tags (`vpcli weights list`, predict's default)
 OPTIONAL_FIELDS += ("convert",)  # `convert: NAME`: converted into safetensors after download (convert_on_download.py)
 CONVERTERS = ("slamp-official",)  # the names `convert:` accepts
 ENTRY_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
@@ -203,6 +206,7 @@ class WeightsEntry:
     git_blob_sha1: str | None = None  # lower-case hex; checked at the first download of an unpublished entry
     sha256_prefix: str | None = None  # lower-case hex; the first download's sha256 must start with it
     requires: tuple[str, ...] = ()  # entries resolved together with this one
+    works_on: tuple[str, ...] = ()  # WORKS_ON tags; () = not said
 
     @property
     def published(self) -> bool:
@@ -276,6 +280,7 @@ class WeightsEntry:
             "git_blob_sha1": self.git_blob_sha1,
             "sha256_prefix": self.sha256_prefix,
             "requires": list(self.requires),
+            "works_on": list(self.works_on),
             "verification": self.verification,
             "manifest": str(self.manifest),
         }
@@ -502,6 +507,7 @@ def _parse_entry(item: Any, index: int, path: Path) -> WeightsEntry:
         git_blob_sha1=blob_sha1,
         sha256_prefix=prefix,
         requires=_parse_requires(item.get("requires"), name, where),
+        works_on=_parse_works_on(item.get("works_on"), where),
     )
 
 
@@ -540,6 +546,15 @@ def _parse_requires(value: Any, name: str, where: str) -> tuple[str, ...]:
     if dupes:
         raise ManifestError(f"{where}: field 'requires' names '{dupes[0]}' twice", "list each entry once")
     return tuple(value)
+
+
+def _parse_works_on(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(v in WORKS_ON for v in value):
+        raise ManifestError(f"{where}: field 'works_on' must be a list of {', '.join(WORKS_ON)}, got {_short(value)}",
+                            "e.g. works_on: [synthetic-streets]: the data the weights are meant for")
+    return tuple(dict.fromkeys(value))
 
 
 def _parse_convert(value: Any, where: str) -> str | None:
