@@ -112,3 +112,14 @@ def test_train_says_where_validation_comes_from(tmp_path, capsys):
     assert exc.value.code == 0, err
     assert "validation: the last 4 frames of only (frames 8..11)" in err
     assert (tmp_path / "run/checkpoints/best.safetensors").exists()
+
+
+def test_too_few_windows_for_a_batch_is_a_one_line_error(tmp_path, capsys):
+    _clips(tmp_path / "one", ["only"], frames=8)
+    args = ["--threads", "1", "train", "--config", "convlstm-mmnist-tiny", "--data", str(tmp_path / "one"),
+            "--out", str(tmp_path / "run"), *[x for kv in BASE for x in ("--set", kv)], "--set", "train.steps=2"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    _, err = capsys.readouterr()
+    assert exc.value.code == 2 and "training windows cannot fill one batch of 8" in err and "--batch-size" in err
+    assert len(err.strip().splitlines()) <= 2 and not (tmp_path / "run").exists()

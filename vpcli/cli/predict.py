@@ -66,8 +66,9 @@ def predict(
     lossless: Annotated[bool, typer.Option(help="Write sample and context videos losslessly (libx264rgb -qp 0): "
                                                 "frames read back are exactly round(255 x prediction).")] = False,
     precision: Annotated[str, typer.Option(
-        help="fp32, or bf16 autocast: faster on GPUs and CPUs with bf16 units (1.2-1.9x on an AVX512-BF16 CPU); "
-             "frames differ slightly from fp32 (not bit-exact).")] = "fp32",
+        help="fp32; bf16 autocast (faster on GPUs and CPUs with bf16 units, 1.2-1.9x on an AVX512-BF16 CPU; "
+             "frames differ slightly from fp32; on a CPU without AVX-512 much slower, and said so); or auto: "
+             "bf16 where a cached one-off micro-benchmark finds it faster here, else fp32.")] = "fp32",
     batch_size: BatchSize = 1, device: Device = "cpu", seed: Seed = 0, shard: Shard = None,
     recursive: Recursive = False, json: Json = False, overwrite: Overwrite = False,
 ) -> None:

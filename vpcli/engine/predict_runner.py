@@ -74,10 +74,10 @@ from vpcli.engine.options import DeviceOptions, check_model_overrides
 from vpcli.errors import InputError, UsageError, VideoError
 from vpcli.engine.geometry import FITS, MIN_SIDE
 from vpcli.io.sources import check_positive_int, parse_size
+from vpcli.precision import PRECISIONS  # fp32, bf16, auto
 
 Callback = Callable[[str, dict[str, Any]], None]
 GRID_MAX_SAMPLES = 8
-PRECISIONS = ("fp32", "bf16")
 # ITU-R BT.601 luma weights (what OpenCV's and PIL's RGB -> grey use too).
 LUMA_601 = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -579,6 +579,8 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
     context = context_length(o.context, cfg, winfo)
+    from vpcli import precision as _precision
+    run_precision, precision_warning = _precision.resolve(o.precision, o.device)
     size = parse_size(o.size, "--size", min_side=MIN_SIDE) if o.size is not None else None
     if size is not None:  # fixed-size weights and another --size: a usage error before any input
         clip_geometry(size, model, cfg, winfo, size=size)
@@ -598,6 +600,8 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     input_cfg = cfg.inputs.with_overrides(o.labels_from, o.flow_from)
     fillers: dict[int, Any] = {}
     notes: list[str] = []
+    if precision_warning:
+        _warn(callback, precision_warning, notes)
     if o.batch_size != 1:
         _warn(callback, f"--batch-size {o.batch_size}: predict runs one clip per forward pass (the samples of a clip "
                         "are one batch); using 1", notes)
@@ -634,7 +638,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
         return predict_clip(path, out / name, model, cfg, winfo, horizon=o.horizon, samples=samples, seed=o.seed,
                             start=o.start, context=context, size=size, fit="stretch" if o.resize else o.fit,
                             grid=o.grid,
-                            save_components=o.save_components, lossless=o.lossless, precision=o.precision,
+                            save_components=o.save_components, lossless=o.lossless, precision=run_precision,
                             device=o.device, overwrite=o.overwrite, callback=callback, filler=fillers[id(model)],
                             extra_meta={"name": name, "notes": clip_notes} if clip_notes else {"name": name})
 

@@ -17,7 +17,10 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __init__(self, num_items: int, batch_size: int, *, seed: int = 0, shuffle: bool = True,
                  rank: int = 0, world: int = 1):
         if num_items < batch_size * world:
-            raise ValueError(f"{num_items} clips cannot fill one batch of {batch_size} x {world} processes")
+            from vpcli.errors import ConfigError
+            raise ConfigError(f"{num_items} training windows cannot fill one batch of {batch_size} x {world} "
+                              f"process{'es' * (world != 1)}",
+                              "lower train.batch_size (--batch-size), or add clips / lower data.window_stride")
         self.num_items, self.batch_size, self.seed, self.shuffle = num_items, batch_size, seed, shuffle
         self.rank, self.world = rank, world
         self.epoch, self.start = 0, 0

@@ -136,7 +136,7 @@ class TrainConfig:
     best_mode: Literal["min", "max"] | None = None
     num_workers: int = 0
     seed: int = 0
-    amp: Literal["none", "bf16"] = "none"
+    amp: Literal["none", "bf16", "auto"] = "none"  # auto: bf16 where this machine runs it fast (vpcli.precision)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "val_batches"):
@@ -271,6 +271,14 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.full_config, self.context_frames = full_config or {}, context_frames
         self.fill_inputs = inputs or (lambda b: b)
+        self.amp_bf16 = False  # what train.amp resolved to on this machine
+        if cfg.amp != "none":
+            from vpcli import precision
+            chosen, warning = precision.resolve("auto" if cfg.amp == "auto" else "bf16", self.device.type,
+                                                what="train.amp", instead="--set train.amp=auto or none")
+            self.amp_bf16 = chosen == "bf16"
+            if warning:
+                self.callback("warning", {"message": warning})
         metric, mode = model.validation_metric
         self.best_metric = cfg.best_metric or f"val/{metric}"
         self.best_mode = cfg.best_mode or mode
@@ -470,7 +478,7 @@ class Trainer:
     def _train_iteration(self, batch: dict[str, Any]) -> dict[str, float]:
         cfg = self.cfg
         state = self._state()
-        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.amp == "bf16" else nullcontext())
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp_bf16 else nullcontext()
         logs: dict[str, float] = {}
         self.model.train()
         for s in self.steps:
