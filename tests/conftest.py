@@ -19,11 +19,13 @@ def no_internet(monkeypatch, tmp_path_factory):
         monkeypatch.setenv("VPCLI_CACHE", str(tmp_path_factory.getbasetemp() / "vpcli_cache"))
 
 
-@pytest.fixture()
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Torch on one intra-op thread for the test: the test machines share two busy cores, where
-    spinning OpenMP threads make conv-heavy steps about 10x slower. Use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """Torch on one intra-op thread for every test: the test machines share two busy cores, where
+    spinning OpenMP threads make conv-heavy steps 10-30x slower (a SLAMP test took 28.9 s on two
+    threads beside a training process, 0.9 s on one). Autouse since a test file without it fell
+    into exactly that; ``pytestmark = pytest.mark.usefixtures("one_thread")`` in older files says
+    the same. A test that measures threads sets its own count (or runs a subprocess)."""
     import torch
     old = torch.get_num_threads()
     torch.set_num_threads(1)

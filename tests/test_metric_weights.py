@@ -27,6 +27,8 @@ from vpcli.weights.convert_torchscript import (
     read_torchscript_tensors,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 
 @pytest.fixture(autouse=True)
 def _offline(tmp_path, monkeypatch):

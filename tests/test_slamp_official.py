@@ -27,6 +27,8 @@ from test_slamp import authors_dcgan_layout, clip, tiny_slamp
 from vpcli.errors import InputError
 from vpcli.weights.unpickle import Stub, load_restricted, module_state_dict
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
 SMALL = {"nc": 1, "g": 16, "z": 4, "rnn": 16, "nf": 8}  # authors_dcgan_layout sizes of the tiny checkpoint
 SMALL_MODEL = {"backbone": "dcgan64", "nf": 8, "g_dim_app": 16, "g_dim_motion": 16, "z_dim_app": 4,
                "z_dim_motion": 4, "rnn_size": 16, "mask_channels": 64, "batchnorm": "batch-per-sample"}
