@@ -297,3 +297,74 @@ def test_single_frame_error_from_the_library(tmp_path, small_street):
     with pytest.raises(VideoError, match="needs at least 2 frames"):
         flow_clip(clip, tmp_path / "o", registry.create("flow", "dis"))
     assert not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Plausibility warning (issue 16: a model answered 50-420 px for a 2 px motion, silently)
+
+
+def _constant_flow(u: float, v: float):
+    """A stand-in backend (every backend goes through the same check): constant (u, v) everywhere."""
+    from vpcli.preprocess import FlowEstimator
+
+    class Constant(FlowEstimator):
+        name = "constant"
+
+        def _estimate(self, a, b):
+            flow = np.empty((len(a), 2, *a.shape[1:3]), np.float32)
+            flow[:, 0], flow[:, 1] = u, v
+            return flow
+
+    return Constant()
+
+
+def test_far_share_counts_vectors_beyond_a_third_of_the_frame_and_non_finite():
+    from vpcli.engine.flow_runner import far_share
+    flows = np.zeros((3, 2, 30, 60), np.float32)
+    flows[0, 0] = 21.0  # 21 / 60 = 0.35 of the width: far
+    flows[1, 1] = 9.0   # 9 / 30 = 0.30 of the height: near
+    flows[1, 1, :10] = np.nan  # a third of the pixels not finite: far
+    flows[2, 0] = 19.0  # 0.32 of the width, but u and v combine: hypot(0.32, 0.13) = 0.34 > 1/3
+    flows[2, 1] = 4.0
+    np.testing.assert_allclose(far_share(flows), [1.0, 1 / 3, 1.0])
+
+
+@pytest.mark.parametrize("direction", ["forward", "both"])
+def test_implausible_flow_warns_once_per_direction_through_the_callback_and_in_meta(tmp_path, small_street,
+                                                                                    direction):
+    from vpcli.engine.flow_runner import flow_clip
+    clip = write_frames(tmp_path / "clip", small_street.rgb)  # 48x64
+    events = []
+    record = flow_clip(clip, tmp_path / "o", _constant_flow(40.0, 2.0), direction=direction,
+                       callback=lambda event, rec: events.append((event, rec)))
+    warnings = [rec for event, rec in events if event == "warning"]
+    assert len(warnings) == (2 if direction == "both" else 1)
+    for w in warnings:
+        assert w["input"] == str(clip) and w["message"].startswith(f"{clip}: ") and "\n" not in w["message"]
+        assert "implausible for 48x64 (HxW) frames" in w["message"] and "3 of 3 pairs" in w["message"]
+        assert "100%" in w["message"] and "40 px" in w["message"] and "--method dis" in w["message"]
+    assert [e for e, _ in events][-1] == "done" and record["pairs"] == 3  # a warning, not a failure
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert [f"{clip}: {m}" for m in meta["warnings"]] == [w["message"] for w in warnings]
+    # without a callback (library use) the same line is a Python warning
+    from vpcli.engine.flow_runner import FlowWarning
+    with pytest.warns(FlowWarning, match="looks implausible"):
+        flow_clip(clip, tmp_path / "o2", _constant_flow(0.0, -30.0))
+
+
+def test_plausible_flow_does_not_warn(tmp_path, small_street, dis):
+    from vpcli.engine.flow_runner import flow_clip
+    clip = write_frames(tmp_path / "clip", small_street.rgb)
+    for name, est in (("dis", dis), ("const", _constant_flow(10.0, -5.0))):  # 10/64 and 5/48: near
+        events = []
+        flow_clip(clip, tmp_path / name, est, callback=lambda event, rec, seen=events: seen.append(event))
+        assert "warning" not in events
+        assert json.loads((tmp_path / name / "meta.json").read_text())["warnings"] == []
+
+
+def test_one_implausible_pair_of_many_is_reported_with_its_count(tmp_path, small_street):
+    from vpcli.engine.flow_runner import implausible_flow_message
+    assert implausible_flow_message("forward", [0.0, 0.1, 0.5], 3.0, (48, 64), "dis") is None  # half is not most
+    msg = implausible_flow_message("backward", [0.0, 0.9, 0.2], 120.4, (48, 64), "dis")
+    assert msg.startswith("backward flow looks implausible") and "1 of 3 pairs" in msg and "90%" in msg
+    assert "120 px" in msg and "check the input" in msg

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings as _warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,39 @@ MIN_SIDE = {"dis": 12}
 # Peak memory per pixel of one frame pair and direction, measured at 1024x1024 with batch 4:
 # DIS and Farneback ~30 bytes, PWC-Net (fp32) ~320 bytes; rounded up for the frames held.
 BYTES_PER_PIXEL = {"dis": 40, "farneback": 40, "pwcnet": 400}
+# Plausibility (any backend): a vector is "far" when it moves more than a third of the frame
+# (|u| / W, |v| / H as one normalised length) or is not finite; a pair whose vectors are mostly
+# far is implausible for real video, where consecutive frames overlap. The first bundled PWC-Net
+# answered 50-420 px for a 2 px motion at 256x384 (issue 16): this is the line that says so.
+FAR_FRACTION = 1 / 3
+IMPLAUSIBLE_SHARE = 0.5
+
+
+class FlowWarning(UserWarning):
+    """Implausible flow, when :func:`flow_clip` runs without a callback (library use)."""
+
+
+def far_share(flows: np.ndarray) -> np.ndarray:
+    """Per pair of ``flows`` ``(N, 2, H, W)``: the share of vectors longer than :data:`FAR_FRACTION`
+    of the frame (normalised by W for u and H for v), non-finite vectors counted as far."""
+    flows = np.asarray(flows, dtype=np.float32)
+    h, w = flows.shape[-2:]
+    rel = np.hypot(flows[:, 0] / w, flows[:, 1] / h)  # (N, H, W)
+    far = ~(rel <= FAR_FRACTION)  # NaN compares False: counted as far
+    return far.reshape(len(flows), -1).mean(1)
+
+
+def implausible_flow_message(direction: str, shares: list[float], max_flow: float, hw: tuple[int, int],
+                             method: str) -> str | None:
+    """One line when some pairs' flow is implausible for the frame size (see :func:`far_share`), else None."""
+    bad = [s for s in shares if s > IMPLAUSIBLE_SHARE]
+    if not bad:
+        return None
+    h, w = hw
+    hint = "try --method dis" if method != "dis" else "check the input"
+    return (f"{direction} flow looks implausible for {h}x{w} (HxW) frames: on {len(bad)} of {len(shares)} pairs "
+            f"most vectors ({max(bad):.0%} at worst) move more than a third of the frame (largest "
+            f"{max_flow:.0f} px); the estimate is probably wrong ({hint})")
 
 
 def check_flow_memory(method: str, hw: tuple[int, int], batch_size: int, directions: int, device: str) -> None:
@@ -162,11 +196,13 @@ class _FlowSink:
         self.count = 0
         self.shape: tuple[int, int] | None = None
         self.max_flow = 0.0
+        self.far_shares: list[float] = []  # per pair, for the plausibility warning
 
     def add(self, flows: np.ndarray) -> None:
         from vpcli.io.flow import max_magnitude
         flows = np.ascontiguousarray(flows, dtype=np.float32)
         self.shape = flows.shape[2:]
+        self.far_shares.extend(float(x) for x in far_share(flows))
         for f in flows:
             (self.folder / self.direction / f"{self.count:05d}.flo").write_bytes(self._flo_bytes(f))
             self.count += 1
@@ -307,6 +343,8 @@ def flow_clip(path: Path, out_dir: Path, estimator, *, direction: str = "forward
                 occ.close()
         seconds = time.perf_counter() - start
         h, w = shape
+        warnings = [m for m in (implausible_flow_message(d, s.far_shares, s.max_flow, (int(h), int(w)), name)
+                                for d, s in sinks.items()) if m]
         record = {"output": str(out_dir), "method": estimator.name, "direction": direction, "frames": pairs + 1,
                   "pairs": pairs, "height": int(h), "width": int(w), "seconds": round(seconds, 3),
                   "estimate_pairs_per_s": round(pairs * (int(need_fwd) + int(need_bwd)) / max(timings["estimate"], 1e-9), 2)}
@@ -320,8 +358,13 @@ def flow_clip(path: Path, out_dir: Path, estimator, *, direction: str = "forward
             fps=info.fps, batch_size=batch_size, outputs=outputs,
             flow_convention="float32 (u, v) pixels, x right, y down; forward[t]: t -> t+1, backward[t]: t+1 -> t",
             timings={k: round(v, 4) for k, v in {**timings, "total": seconds}.items()},
-            versions=_versions(), **(extra_meta or {}))
+            warnings=warnings, versions=_versions(), **(extra_meta or {}))
         write_meta(tmp, meta)
+    for message in warnings:  # one line each, self-contained (the renderer prints the message as is)
+        if callback:
+            callback("warning", {"input": str(path), "message": f"{path}: {message}"})
+        else:
+            _warnings.warn(f"{path}: {message}", FlowWarning, stacklevel=2)
     if callback:
         callback("done", {"input": str(path), **record})
     return record

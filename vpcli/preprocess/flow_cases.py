@@ -63,3 +63,18 @@ def astronaut_homography(size: int = 256) -> tuple[np.ndarray, np.ndarray, np.nd
 
     img = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
     return (img, *homography_pair(img, centred_homography(size, size)))
+
+
+def photo_at(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``img`` centre-cropped to the aspect h:w and resized (area) to h x w (held-out photographs
+    at the sizes the PWC-Net targets are measured at)."""
+    import cv2
+    sh, sw = img.shape[:2]
+    if sw * h > sh * w:  # too wide: crop the width
+        cw = round(sh * w / h)
+        img = img[:, (sw - cw) // 2:(sw - cw) // 2 + cw]
+    else:
+        ch = round(sw * h / w)
+        img = img[(sh - ch) // 2:(sh - ch) // 2 + ch]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+

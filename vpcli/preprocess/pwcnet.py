@@ -26,6 +26,14 @@ step a product with a shifted *view* and a channel mean. Measured on 2 CPU cores
 traffic) while the loop reads the same memory through views, so the loop wins everywhere except at
 the tiny coarsest level (4x8), where it hardly matters.
 
+Sizes (issue 16): nothing here depends on the input size except through the 1/2^l level maps, and
+an analytic test (tests/test_pwcnet.py) checks every scaling: a model that predicts a constant
+(u, v) at every level warps level l by (u, v) / 2^l cells and returns (u W/W64, v H/H64) at 256x384
+and 480x640. What did depend on the size was the first bundled model's *training*: on 128-pixel
+crops the level-6 map is 2x2 and most of its 9x9 cost-volume window is zero padding, so its coarse
+decoders never saw a full window and answered 50-160 px for two identical 480x640 frames. The
+bundled model is now trained on crops of 192x256 to 512x640 (scripts/train_pwcnet.py).
+
 Colour: the sniklaus weights expect BGR in [0, 1]; the converter flips the first convolution's
 input channels, so this module takes RGB in [0, 1] like everything else in vpcli.
 
@@ -106,16 +114,22 @@ def backward_warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     channel is warped along and pixels where it drops below 0.999 (partly outside) are set to 0.
     """
     b, _, h, w = flow.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
-                            torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
+    # The sampling grid is always float32: under bf16 autocast the flow arrives in bf16, whose 8-bit
+    # mantissa holds x + u only to 0.5 px once x >= 128 and to 1 px beyond 256 (level 2 of a 640-wide
+    # input is 160 wide), i.e. warps off by up to 2 input pixels, and an arange in bf16 is not even
+    # exact past 256. Sampling runs in float32 too (grid_sample needs one dtype for input and grid).
+    flow = flow.float()
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=torch.float32),
+                            torch.arange(w, device=flow.device, dtype=torch.float32), indexing="ij")
     gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0  # (B, H, W), align_corners=True normalisation
     gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1)  # (B, H, W, 2), x first as grid_sample wants
-    ones = x.new_ones((b, 1, h, w))
-    out = F.grid_sample(torch.cat([x, ones], 1), grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
+    ones = x.new_ones((b, 1, h, w), dtype=torch.float32)
+    with torch.autocast(x.device.type, enabled=False):
+        out = F.grid_sample(torch.cat([x.float(), ones], 1), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
     mask = (out[:, -1:] > 0.999).to(out.dtype)
-    return out[:, :-1] * mask
+    return (out[:, :-1] * mask).to(x.dtype)
 
 
 class FeaturePyramid(nn.Module):
@@ -290,16 +304,20 @@ class PWCNet(Trainable):
     def forward(self, img1: torch.Tensor, img2: torch.Tensor) -> torch.Tensor:
         return self.forward_levels(img1, img2)[-1] * FLOW_SCALE
 
-    def forward_levels(self, img1: torch.Tensor, img2: torch.Tensor) -> list[torch.Tensor]:
+    def forward_levels(self, img1: torch.Tensor, img2: torch.Tensor,
+                       feats: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Every level's flow for the multi-scale training loss: ``[level 6, 5, 4, 3, 2]``, each
         ``(B, 2, H / 2^l, W / 2^l)`` in the network's units (flow / 20, in input pixels at every
         level, as the Caffe training targets); the last includes the context network's residual.
-        ``forward`` is ``forward_levels(...)[-1] * 20``: the same graph, no extra work."""
+        ``forward`` is ``forward_levels(...)[-1] * 20``: the same graph, no extra work.
+        ``feats``: ``self.extractor(cat([img1, img2]))`` when the caller has it already (a training
+        loss that also supervises the features), so the pyramid runs once."""
         b, _, h, w = img1.shape
         if h % MULTIPLE or w % MULTIPLE:
             raise ValueError(f"PWCNet.forward needs H and W multiples of {MULTIPLE}, got {h}x{w}; "
                              "use estimate_pwcnet for other sizes")
-        feats = self.extractor(torch.cat([img1, img2], 0))  # one pass for both images: (2B, C, h, w) per level
+        if feats is None:
+            feats = self.extractor(torch.cat([img1, img2], 0))  # one pass for both images: (2B, C, h, w) per level
         flows: list[torch.Tensor] = []
         flow = feat = None
         for lv in LEVELS:
