@@ -26,8 +26,8 @@ SPEEDUP_NEEDED = 1.10  # bf16 must be at least this much faster to be chosen
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("VPCLI_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "vpcli")
-    return Path(root) / "precision.json"
+    from vpcli.weights.hashing import vpcli_cache_dir  # the one definition of vpcli's cache folder
+    return vpcli_cache_dir() / "precision.json"
 
 
 def _cpu_key() -> str:

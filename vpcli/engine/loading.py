@@ -53,18 +53,31 @@ def _from_entry(entry) -> tuple[Path, dict[str, Any], dict[str, Any]]:
         raise UsageError(f"weights {entry.name!r} are {entry.task} weights, not a predictor",
                          "pass predictor weights (see `vpcli weights list`)")
     resolved = resolve_entry(entry)
-    base = dict(entry.load_config())
-    base.setdefault("method", entry.arch)
-    base = _keep_run_keys(base)
+    base = _entry_base(entry)
     info = {"name": entry.name, "path": str(resolved.path), "sha256": resolved.sha256, "kind": "manifest",
             "default": False}
     return resolved.path, base, info
+
+
+def _entry_base(entry) -> dict[str, Any]:
+    """A manifest entry's run config (method defaulting to its arch), as a ``resolve_config`` base."""
+    base = dict(entry.load_config())
+    base.setdefault("method", entry.arch)
+    return _keep_run_keys(base)
 
 
 def _from_path(text: str, registry_names: list[str]) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """A run folder or a checkpoint file -> (checkpoint, base config, info)."""
     from vpcli.config import load_yaml
     from vpcli.weights import file_sha256
+    ckpt, cfg_path, kind = _locate_path(text, registry_names)
+    base = load_yaml(cfg_path)
+    return ckpt, base, {"name": None, "path": str(ckpt), "sha256": file_sha256(ckpt), "kind": kind,
+                        "default": False}
+
+
+def _locate_path(text: str, registry_names: list[str]) -> tuple[Path, Path, str]:
+    """A run folder or a checkpoint file -> (checkpoint, its config file, "run" | "file"); nothing is read."""
     path = Path(text).expanduser()
     if not path.exists():
         hint = "pass a run folder of vpcli train, a .safetensors checkpoint beside its config.yaml, or a manifest name"
@@ -92,9 +105,7 @@ def _from_path(text: str, registry_names: list[str]) -> tuple[Path, dict[str, An
             raise InputError(f"no config.yaml beside {path} or in its run folder",
                              "a checkpoint describes itself with config.yaml next to it; pass the run folder instead")
         kind = "file"
-    base = load_yaml(cfg_path)
-    return ckpt, base, {"name": None, "path": str(ckpt), "sha256": file_sha256(ckpt), "kind": kind,
-                        "default": False}
+    return ckpt, cfg_path, kind
 
 
 def _default_entry(method: str, channels: int | None = None):
@@ -179,19 +190,16 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
 def context_of(weights: str | os.PathLike) -> int:
     """The context length that ``weights`` (a run folder, a checkpoint beside its config, or a
     manifest name) were trained with: what ``--context WEIGHTS`` gives a baseline."""
+    from vpcli.config import load_yaml
     from vpcli.engine.run import resolve_config
-    text = str(weights)
+    text, names = str(weights), []
     if not _looks_like_path(text):
         from vpcli.weights import load_manifests
         reg = load_manifests()
-        if text in reg.names():
-            entry = reg.get(text)
-            base = dict(entry.load_config())
-            base.setdefault("method", entry.arch)
-            return int(resolve_config(None, None, [], base=_keep_run_keys(base)).data.context)
-        _, base, _ = _from_path(text, reg.names())
-    else:
-        _, base, _ = _from_path(text, [])
+        names = reg.names()
+        if text in names:
+            return int(resolve_config(None, None, [], base=_entry_base(reg.get(text))).data.context)
+    base = load_yaml(_locate_path(text, names)[1])  # the config only: the checkpoint is not read or hashed
     return int(resolve_config(None, None, [], base=base).data.context)
 
 

@@ -578,6 +578,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     model, cfg, winfo = load_predictor(method, o.weights, device=o.device, channels=3, overrides=list(o.overrides))
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
+    made_for: dict[str, str] = {}  # default weights name -> what its works_on says
     context = context_length(o.context, cfg, winfo)
     from vpcli import precision as _precision
     run_precision, precision_warning = _precision.resolve(o.precision, o.device)
@@ -628,7 +629,9 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
                  "--context N, or --context WEIGHTS to take the context of the method it is compared with")
         if winfo.get("default"):
             kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
-            note(f"no --weights given: using {winfo['name']}{_works_on(winfo['name'])}, the first {cfg.method} "
+            if winfo["name"] not in made_for:  # the manifests are read once per default model, not per clip
+                made_for[winfo["name"]] = _works_on(winfo["name"])
+            note(f"no --weights given: using {winfo['name']}{made_for[winfo['name']]}, the first {cfg.method} "
                  f"weights in the manifests for {kind} clips")
         samples = o.samples
         if getattr(model, "deterministic", False) and samples > 1:

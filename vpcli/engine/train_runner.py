@@ -116,16 +116,17 @@ def build_datasets(run_cfg, seed: int, needs: frozenset[str] = frozenset({"rgb"}
                 else "no validation (data.val_clips is 0)")
         return train_set, val_set, note
     # A small folder: the hash split left no training or no validation clip.
-    pool = [s for ds in (train_set, val_set) if ds is not None for s in ds.sources]
+    found = [ds for ds in (train_set, val_set) if ds is not None]
     note = ""
-    if not pool:
+    if not found:
         test_set = _split_or_none(d.source, "test", common, {})
         if test_set is None:  # then no clip is long enough: say how many are too short
             make_dataset(d.source, split=None, **common)
             raise no_clips
-        pool = list(test_set.sources)
+        found = [test_set]
         note = f"every clip of {d.source} falls in the test part of the hash split, so they train; "
-    return _hold_out(pool, common, train_kw, d.val_clips, note)
+    pool = [s for ds in found for s in ds.sources]
+    return _hold_out(pool, found[0].span, common, train_kw, d.val_clips, note)
 
 
 def _split_or_none(source: str, split: str | None, common: dict, kw: dict):
@@ -140,9 +141,10 @@ def _split_or_none(source: str, split: str | None, common: dict, kw: dict):
     return ds if len(ds) else None
 
 
-def _hold_out(sources: list, common: dict, train_kw: dict, val_clips: int, note: str):
+def _hold_out(sources: list, span: int, common: dict, train_kw: dict, val_clips: int, note: str):
     """Clips of a folder whose hash split gave no validation (or no training) clip: hold out one
-    clip, or the last window of a single clip (see :func:`build_datasets`)."""
+    clip, or the last window of a single clip (see :func:`build_datasets`); ``span``: source frames
+    per window."""
     import dataclasses
     import hashlib
 
@@ -157,7 +159,6 @@ def _hold_out(sources: list, common: dict, train_kw: dict, val_clips: int, note:
         return train, val, note + (f"validation: held out clip {held.rel} ({len(val)} windows), since the "
                                    "folder's hash split gave none (--val DIR chooses a folder)")
     (only,) = sources
-    span = (common["context"] + common["future"] - 1) * common["frame_step"] + 1
     if only.num_frames < 2 * span:
         train = ClipDataset([only.record], split=None, **common, **train_kw)
         return train, None, note + (f"no validation: {only.rel} is the only clip and has {only.num_frames} "
