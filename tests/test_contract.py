@@ -235,13 +235,14 @@ def test_every_registered_predictor_keeps_the_contract(method, tmp_path):
     torch.manual_seed(0)
     model = entry.builder(cfg.model_config())
     assert isinstance(model, Predictor) and model.name == method
-    assert set(model.inputs) <= {"rgb", "labels", "flow"} and model.outputs <= {"frames", "labels", "probs", "flow"}
+    assert set(model.inputs | model.training_inputs) <= {"rgb", "labels", "flow"} and model.outputs <= {"frames", "labels", "probs", "flow"}
     plan = model.training_plan()
     if plan:
         assert preset is not None, f"{method} trains but ships no tiny preset (<method>-<data>-tiny.yaml)"
         d = cfg.data
+        wanted = tuple(k for k in ("labels", "flow") if k in model.inputs | model.training_inputs)
         ds = make_dataset(d.source, split="train", context=d.context, future=d.future, size=tuple(d.size),
-                          channels=d.channels, num_clips=4, seed=0)
+                          channels=d.channels, num_clips=4, seed=0, **({"companions": wanted} if wanted else {}))
         before = {k: v.clone() for k, v in model.state_dict().items()}
         tcfg = TrainConfig(steps=1, batch_size=2, log_every=1)
         summary = Trainer(model, ds, tcfg, tmp_path / "run", context_frames=d.context).fit()
@@ -401,7 +402,8 @@ def test_two_parts_in_two_stages_with_the_first_frozen(tmp_path):
     other = ToyTwoStage(ToyConfig())
     load_weights(other, tmp_path / "structure.safetensors", parts=["structure"])
     assert all(torch.equal(other.structure.state_dict()[k], v) for k, v in model.structure.state_dict().items())
-    with pytest.raises(TrainingError, match="does not fit this model"):
+    with pytest.raises(TrainingError, match="holds only the structure part of test-toy-two-stage; the image part is "
+                                            r"missing .*--stage image --init structure="):
         load_weights(other, tmp_path / "structure.safetensors")  # all parts asked, one given
 
 

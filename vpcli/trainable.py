@@ -234,6 +234,7 @@ class Trainable(nn.Module):
             if self._top(k) not in children:
                 return True
             return self.part_of(k) in wanted
+        self._check_parts_present(own, state, where)
         detail = state_mismatch(own, state, [k for k in state if unexpected_key(k)])
         if detail:
             raise VpcliError(f"{where} does not fit this model ({self.name or type(self).__name__}: {detail})",
@@ -241,6 +242,32 @@ class Trainable(nn.Module):
         current = self.state_dict()
         current.update({k: state[k] for k in own})
         self.load_state_dict(current)
+
+    def _check_parts_present(self, own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str) -> None:
+        """A file that holds some parts of a multi-part method but not all those asked for (a run
+        of one stage, ``vpcli weights export --part``) is refused naming the missing part and the
+        stage that trains it, not with a list of missing keys."""
+        if len(self.part_names()) < 2:
+            return
+        asked = sorted({self.part_of(k) for k in own}, key=self.part_names().index)
+        have = [p for p in self.part_names() if any(self.part_of(k) == p for k in state
+                                                      if self._top(k) not in self.training_only and k in own)]
+        missing = [p for p in asked if p not in have]
+        if not have or not missing:
+            return  # nothing of ours at all: the generic mismatch message says what it is
+        who = self.name or type(self).__name__
+        stages = [st.name for st in self.training_plan() if st.name in self._stages_training(missing[0])][:1]
+        how = (f"train it (`vpcli train --method {who} --stage {stages[0]} --init {have[0]}={where}`) and pass "
+               "that run's weights" if stages else "pass weights that hold it")
+        raise VpcliError(f"{where} holds only the {', '.join(have)} part of {who}; the "
+                         f"{', '.join(missing)} part {'is' if len(missing) == 1 else 'are'} missing",
+                         f"{how}, or use weights that hold every part (`vpcli weights list`)")
+
+    def _stages_training(self, part: str) -> list[str]:
+        """The stages with a step that optimises some parameter of ``part``."""
+        own = {id(p) for p in self.part_parameters(part)}
+        return [st.name for st in self.training_plan() if part not in st.frozen
+                and any(id(p) in own for s in st.steps for p in s.params())]
 
     def set_frozen(self, parts: Iterable[str]) -> None:
         """Freeze parts (eval mode, requires_grad False) and unfreeze the others."""

@@ -271,6 +271,10 @@ def export(
     part: Annotated[Optional[list[str]], typer.Option(
         "--part", help="Export only this part of a multi-part method (repeatable; default: every inference "
                        "part). Training-only modules (discriminators) are never exported.")] = None,
+    init: Annotated[Optional[list[str]], typer.Option(
+        "--init", help="PART=WEIGHTS: take this part from other weights (a run folder, file or manifest "
+                       "name) instead of the run's checkpoint (repeatable): one file from two runs that "
+                       "trained a method's stages side by side.")] = None,
     json: JsonOut = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export.")] = False,
 ) -> None:
@@ -285,7 +289,7 @@ def export(
         raise UsageError(f"--which must be best or last, got {which!r}", "pass --which best or --which last")
     from vpcli import api
     rec = api.export_weights(run_dir, name, out=out, which=which, fp16=fp16, license=license, overwrite=overwrite,
-                             parts=part or None)
+                             parts=part or None, init=init or None)
     if json:
         emit_json(rec)
     else:

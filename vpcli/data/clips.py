@@ -706,6 +706,8 @@ def clip_companions(path: str | os.PathLike) -> dict:
     """The label / flow companions of one clip (a video ``X.mp4``, a frame folder ``X/``, or a
     synth-street sequence folder), as the dataset finds them; keys ``labels`` and/or ``flow``."""
     path = Path(path)
+    if path.is_dir() and path.name == "frames" and is_synth_street_sequence(path.parent):
+        path = path.parent  # a sequence given as its folder reads as SEQ/frames
     if path.is_dir() and is_synth_street_sequence(path):
         return synth_street_companions(path)
     return _beside(path)

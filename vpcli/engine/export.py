@@ -83,6 +83,30 @@ def _keep_parts(tensors: dict, cfg: dict[str, Any], parts: list[str]) -> dict:
     return {k: v for k, v in tensors.items() if model.part_of(k) in parts}
 
 
+def _take_parts(tensors: dict, cfg: dict[str, Any], specs: list[str]) -> tuple[dict, list[str]]:
+    """``tensors`` with each ``PART=WEIGHTS`` of ``specs`` replaced by that part of WEIGHTS (a run
+    folder, a file or a manifest name), checked to fit the run's model; and one phrase per spec
+    saying where the part came from."""
+    from vpcli import registry
+    from vpcli.engine.run import resolve_config
+    from vpcli.engine.train_runner import _init_file, parse_init
+    from vpcli.engine.trainer import load_weights
+    run_cfg = resolve_config(None, None, [], base=cfg)
+    model = registry.get("predictor", run_cfg.method).builder(run_cfg.model_config())
+    out, notes = dict(tensors), []
+    for parts, src in parse_init(specs, model.part_names()):
+        if parts is None:
+            raise UsageError(f"--init {src}: name the part to take (PART=WEIGHTS)",
+                             f"parts of {run_cfg.method}: {', '.join(model.part_names())}")
+        file, _ = _init_file(src)
+        load_weights(model, file, parts)  # names and shapes must fit, or a one-line error
+        state = model.inference_state_dict(parts)
+        out = {k: v for k, v in out.items() if model.part_of(k) not in parts}
+        out.update({k: v.detach().cpu() for k, v in state.items()})
+        notes.append(f"part {parts[0]} from {src}")
+    return out, notes
+
+
 def _steps_text(records: list[dict], end: dict, t: dict) -> str:
     """``1200 steps``, or ``150 pretrain + 300 main steps`` for a run of several stages."""
     done = [(r["completed"], r["step"]) for r in records if r.get("event") == "stage"]
@@ -93,7 +117,7 @@ def _steps_text(records: list[dict], end: dict, t: dict) -> str:
 
 def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: str = "best",
                    fp16: bool = False, license: str = "MIT", overwrite: bool = False,
-                   parts: list[str] | None = None) -> dict[str, Any]:
+                   parts: list[str] | None = None, init: list[str] | None = None) -> dict[str, Any]:
     """Write a run's weights as a bundle-ready safetensors file plus its manifest entry.
 
     ``out`` defaults to ``RUN_DIR/export/NAME.safetensors``; the entry is written beside it as
@@ -101,6 +125,8 @@ def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: 
     sha256, the config the weights need, how they were trained and the last validation scores.
     Inference weights only (training-only modules are never in them); ``parts`` keeps only those
     parts (e.g. HVP's ``structure``), recorded in the entry's ``parts``, for ``--init PART=NAME``.
+    ``init`` (``PART=WEIGHTS``) takes a part from other weights instead: one file from two runs
+    that trained a method's stages side by side.
     """
     from safetensors.torch import load_file
 
@@ -144,6 +170,9 @@ def export_weights(run_dir: Path, name: str, *, out: Path | None = None, which: 
         "description": f"{cfg['method']} exported from a vpcli run" + (" (fp16)" if fp16 else ""),
     }
     tensors = load_file(str(ckpt))
+    if init:
+        tensors, notes = _take_parts(tensors, cfg, list(init))
+        entry["trained_on"] += "; " + "; ".join(notes)
     if parts:
         tensors = _keep_parts(tensors, cfg, list(parts))
         entry["parts"] = list(parts)

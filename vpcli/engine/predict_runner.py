@@ -13,6 +13,8 @@ Per input, ``OUT/<name>/`` holds::
                              palette PNG per step (pixel index = class id), the companion layout
                              `vpcli eval` and the data layer read beside ``sample_000``
     labels_sample_000.mp4    the same labels colourised
+    frames_labels_sample_000.mp4  methods that predict frames and labels (HVP): frames | labels
+                             side by side
     sample_000.probs/        class probabilities, when records hold them: one float16 ``(K, H, W)``
                              ``.npy`` per step
     sample_000.flow/         predicted forward flow (records holding flow): one Middlebury .flo per
@@ -248,6 +250,8 @@ class _RecordWriter:
                 (tmp / f"sample_{k:03d}.labels").mkdir()
                 outputs.append(f"sample_{k:03d}.labels/")
                 self.video[f"labels_sample_{k:03d}"] = writer(f"labels_sample_{k:03d}.mp4")
+                if "frames" in kinds:
+                    self.video[f"frames_labels_sample_{k:03d}"] = writer(f"frames_labels_sample_{k:03d}.mp4")
             if "probs" in kinds:
                 (tmp / f"sample_{k:03d}.probs").mkdir()
                 outputs.append(f"sample_{k:03d}.probs/")
@@ -288,7 +292,11 @@ class _RecordWriter:
             labels = labels if geo is None else geo.labels_to_source(labels)
             for k in range(self.samples):
                 write_label_png(self.tmp / f"sample_{k:03d}.labels" / f"{self.steps:05d}.png", labels[k], self.palette)
-                self.video[f"labels_sample_{k:03d}"].write(colorize(labels[k], self.palette))
+                colour = colorize(labels[k], self.palette)
+                self.video[f"labels_sample_{k:03d}"].write(colour)
+                if frames is not None:  # frames | labels, grey frames as RGB
+                    rgb = np.repeat(frames[k], 3, axis=-1) if frames[k].shape[-1] == 1 else frames[k]
+                    self.video[f"frames_labels_sample_{k:03d}"].write(np.concatenate([rgb, colour], axis=1))
         if record.probs is not None:
             probs = record.probs[0].to("cpu", torch.float32).numpy()  # S,K,H,W
             probs = (probs if geo is None else geo.maps_to_source(probs)).astype(np.float16)  # halves the files

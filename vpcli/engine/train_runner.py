@@ -275,15 +275,18 @@ def train(options: TrainOptions, *, callback: Callback | None = None) -> dict[st
         raise ConfigError(f"{run_cfg.method} has nothing to train", "choose a trainable --method")
     if o.stage is not None:
         model.stage(o.stage)  # an unknown stage is an error naming the valid ones
+    init_parts: list[str] = []
     for parts, src in parse_init(o.init, model.part_names()):
         file, held = _init_file(src)
         load_weights(model, file, parts or held)
-    needs = frozenset(getattr(model, "inputs", frozenset({"rgb"})))
+        init_parts += parts or held or model.part_names()
+    needs = frozenset(getattr(model, "inputs", frozenset({"rgb"}))) | frozenset(getattr(model, "training_inputs", ()))
     train_set, val_set, val_note = build_datasets(run_cfg, run_cfg.train.seed, needs)
     filler = InputFiller(needs, run_cfg.inputs, method=run_cfg.method, device=o.device, where=run_cfg.data.source)
     full = run_cfg.to_dict()
     trainer = Trainer(model, train_set, run_cfg.train, run_dir, val_set=val_set, full_config=full,
-                      context_frames=run_cfg.data.context, device=o.device, callback=callback, inputs=filler)
+                      context_frames=run_cfg.data.context, device=o.device, callback=callback, inputs=filler,
+                      init_parts=tuple(dict.fromkeys(init_parts)))
     if resume:
         trainer.load_checkpoint()  # before "start", which reports the step the run resumes from
     elif rank0:  # everything is built: only now does the run folder appear

@@ -254,9 +254,13 @@ class Trainer:
     def __init__(self, model: Trainable, train_set: Dataset, cfg: TrainConfig, run_dir: str | Path, *,
                  val_set: Dataset | None = None, full_config: dict[str, Any] | None = None,
                  context_frames: int | None = None, device: str = "cpu", callback: Callback | None = None,
-                 inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
+                 inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 init_parts: tuple[str, ...] = ()):
         """``inputs(batch)`` completes a batch with what the method needs that the data does not
-        carry (labels from a segmenter, flow from an estimator: :mod:`vpcli.engine.inputs`)."""
+        carry (labels from a segmenter, flow from an estimator: :mod:`vpcli.engine.inputs`).
+        ``init_parts``: parts loaded from other weights (``--init``) before training; inference
+        checkpoints hold them and the parts the run's stages train, never a part left at its
+        random initialisation."""
         self.cfg, self.run_dir, self.callback = cfg, Path(run_dir), callback or (lambda e, r: None)
         self.info = dist_util.init_from_env(device)
         self.device = torch.device(f"cuda:{self.info.local_rank}" if device.startswith("cuda") and self.info.enabled
@@ -285,6 +289,7 @@ class Trainer:
         self.sampler = EpochBatchSampler(len(train_set), cfg.batch_size // self.info.world, seed=cfg.seed,
                                          rank=self.info.rank, world=self.info.world)
         self.completed: list[str] = []
+        self.init_parts = tuple(init_parts)
         self._resumed = False  # load_checkpoint() ran (fit(resume=True) then does not load again)
         self._stop = False
         self._begin_stage(self.plan[0].name if self.plan else "train")
@@ -336,6 +341,18 @@ class Trainer:
             mods[s.name] = mod
         return mods
 
+    def trained_parts(self) -> list[str] | None:
+        """The parts inference checkpoints hold: those loaded by ``--init`` and those some stage
+        begun in this run trains (does not freeze); None for a one-part method (everything)."""
+        names = self.model.part_names() if isinstance(self.model, Trainable) else []
+        if len(names) < 2:
+            return None
+        done = set(self.init_parts)
+        for st in self.plan:
+            if st.name in self.completed or st.name == self.stage.name:
+                done |= set(names) - set(st.frozen)
+        return [p for p in names if p in done]
+
     def _write_stages(self) -> None:
         if self.info.is_main:
             write_text(self.run_dir / "stages.json", json.dumps(
@@ -360,6 +377,7 @@ class Trainer:
                 "method": str(self.full_config.get("method", self.model.name))}
         state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                  "best": self.best, "rng": _rng_state(), "stage": self.stage.name, "completed": list(self.completed),
+                 "init_parts": list(self.init_parts),
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
         # A counter that grows over the run's whole life (stages restart their step at 0).
@@ -371,7 +389,7 @@ class Trainer:
             torch.save(state, tmp / "state.pt")
         for old in older:
             shutil.rmtree(old, ignore_errors=True)
-        save_weights(self.model, self.ckpt_dir / "last.safetensors", meta)
+        save_weights(self.model, self.ckpt_dir / "last.safetensors", meta, parts=self.trained_parts())
         self._write_stages()
 
     def _remove_stale_temporaries(self) -> None:
@@ -414,6 +432,7 @@ class Trainer:
         if stage != self.stage.name:
             self._begin_stage(stage)
         self.completed = list(state.get("completed", []))
+        self.init_parts = tuple(state.get("init_parts", self.init_parts))
         tensors = read_safetensors(weights)
         if folder_layout:
             missing = [k for k in self.model.state_dict() if k not in tensors]
@@ -569,7 +588,7 @@ class Trainer:
             if self.info.is_main:
                 save_weights(self.model, self.ckpt_dir / "best.safetensors",
                              {"step": str(self.step), "stage": self.stage.name, "metric": self.best_metric,
-                              "mode": self.best_mode, self.best_metric: str(value)})
+                              "mode": self.best_mode, self.best_metric: str(value)}, parts=self.trained_parts())
 
     def fit(self, resume: bool = False, stage: str | None = None) -> dict[str, Any]:
         """Train every stage of the plan in order (or only ``stage``) for its number of

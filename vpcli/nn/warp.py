@@ -43,3 +43,20 @@ def backward_warp(image: torch.Tensor, flow: torch.Tensor, *, zero_outside: bool
         ones = image.new_ones(image.shape[0], 1, *image.shape[-2:])
         valid = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=True) >= 0.9999
     return out * valid  # (B, 1, H, W) mask broadcast over channels
+
+
+def warp_border(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image[p + flow[p]]`` (bilinear, border padding): content entering at an edge continues it."""
+    grid = sampling_grid(flow.float()).to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def invert_flow(flow: torch.Tensor, iters: int = 5) -> torch.Tensor:
+    """The reverse of a flow field ``(B, 2, H, W)``: from a forward flow of frame t (t -> t+1) the
+    backward flow of frame t+1 (t+1 -> t), or the other way round, by the fixed-point iteration
+    ``b(p) = -f(p + b(p))`` (exact where the flow is locally smooth; occlusions keep the value of
+    the surface in front)."""
+    b = -flow
+    for _ in range(iters):
+        b = -warp_border(flow, b)
+    return b

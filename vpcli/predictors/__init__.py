@@ -1,2 +1,2 @@
 """Predictors register themselves here on import (see vpcli.registry)."""
-from vpcli.predictors import base, baselines, lmvp, slamp  # noqa: F401
+from vpcli.predictors import base, baselines, hvp, lmvp, sadm, slamp  # noqa: F401

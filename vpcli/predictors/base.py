@@ -9,6 +9,7 @@ declares what it reads and what it makes, and predicts:
   ``flow[:, t]`` from frame t to t+1, pixels). The engine delivers every declared input the same
   way in train, predict and eval (companions beside the data, or a named segmenter / flow
   estimator run on the fly: :mod:`vpcli.engine.inputs`), or fails naming what is missing.
+* ``training_inputs``: kinds read only by the training losses (delivered in train only).
 * ``outputs``: which of :data:`OUTPUT_KINDS` its step records hold, and ``extras``: the named
   extra maps it reports (name -> :class:`Extra`: kind ``image``, ``mask`` or ``flow``, and what
   it is). The predict runner writes what a record holds, the evaluator scores it; neither
@@ -29,7 +30,7 @@ import torch
 from vpcli.trainable import Batch, ContractError, IterationCache, Losses, Stage, Trainable, TrainState, TrainStep
 
 __all__ = ["Batch", "ContractError", "Extra", "INPUT_KINDS", "IterationCache", "Losses", "OUTPUT_KINDS",
-           "Predictor", "Stage", "StepRecord", "TrainState", "TrainStep", "check_record"]
+           "Predictor", "Stage", "StepRecord", "TrainState", "TrainStep", "check_label_ids", "check_record"]
 
 INPUT_KINDS = ("rgb", "labels", "flow")
 OUTPUT_KINDS = ("frames", "labels", "probs", "flow")
@@ -74,6 +75,9 @@ class StepRecord:
 
 class Predictor(Trainable):
     inputs: ClassVar[frozenset[str]] = frozenset({"rgb"})
+    # Inputs read only in training (HVP's flow, which supervises its flow head): train delivers
+    # them like ``inputs``; predict and eval do not compute them.
+    training_inputs: ClassVar[frozenset[str]] = frozenset()
     outputs: ClassVar[frozenset[str]] = frozenset({"frames"})
     extras: ClassVar[dict[str, Extra]] = {}
 
@@ -97,6 +101,19 @@ class Predictor(Trainable):
     def label_classes(self) -> int | None:
         """Label classes of the labels it reads or makes (None when it has none)."""
         return getattr(self.config, "num_classes", None)
+
+
+def check_label_ids(labels: torch.Tensor, classes: int, knob: str) -> None:
+    """Refuse label ids outside ``0..classes-1`` (255 = ignore is allowed), naming the first few and
+    the model config key (``knob``) that sets the class count."""
+    bad = (labels != 255) & ((labels < 0) | (labels >= classes))
+    if bool(bad.any()):
+        from vpcli.errors import InputError
+        ids = sorted(set(labels[bad].unique().tolist()))[:5]
+        raise InputError(f"labels hold class ids {ids} outside this model's {classes} classes "
+                         f"(0..{classes - 1}, 255 = ignore)",
+                         "segment with a segmenter of the model's classes (`vpcli weights list` shows each one's "
+                         f"task), or train a model with model.{knob} set to the labels' classes")
 
 
 def check_record(record: Any, model: Predictor, step: int, *, batch: int, samples: int,

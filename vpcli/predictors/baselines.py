@@ -1,4 +1,4 @@
-"""Reference baselines: copy-last-frame, and a deterministic ConvLSTM predictor.
+"""Reference baselines: copy-last-frame (and its label-map twin), and a deterministic ConvLSTM predictor.
 
 ``copy-last`` is the floor every paper reports against. ``convlstm`` (Shi et al. 2015, small) is a
 trainable deterministic predictor: encoder -> ConvLSTM stack -> decoder, trained with MSE on the
@@ -39,6 +39,31 @@ class CopyLast(Predictor):
         out = last.unsqueeze(1).expand(-1, samples, -1, -1, -1)  # (B, S, C, H, W)
         for _ in range(horizon):
             yield StepRecord(frames=out)
+
+
+@dataclass
+class CopyLastLabelsConfig:
+    context: int = 2
+    num_classes: int = 19
+
+
+@register("predictor", "copy-last-labels", config_cls=CopyLastLabelsConfig,
+          description="repeat the last context frame and its label map (the floor of label forecasting)")
+class CopyLastLabels(CopyLast):
+    """copy-last for methods that forecast label maps (HVP, SADM): the last context frame and its
+    labels, unchanged. Reads labels like those methods do (companions or a segmenter)."""
+
+    name = "copy-last-labels"
+    inputs = frozenset({"rgb", "labels"})
+    outputs = frozenset({"frames", "labels"})
+
+    @torch.no_grad()
+    def predict(self, context: Batch, horizon: int, samples: int = 1,
+                generator: torch.Generator | None = None, *, want_extras: bool = False) -> Iterator[StepRecord]:
+        last = context["rgb"][:, -1].unsqueeze(1).expand(-1, samples, -1, -1, -1)     # (B, S, C, H, W)
+        labels = context["labels"][:, -1].unsqueeze(1).expand(-1, samples, -1, -1)    # (B, S, H, W)
+        for _ in range(horizon):
+            yield StepRecord(frames=last, labels=labels)
 
 
 @dataclass

@@ -117,6 +117,7 @@ class Aggregator:
     def __init__(self, metrics: list[MetricRunner], csv_path: Path | None, first_step: int):
         self.metrics = [m for m in metrics if m.kind != "video_set"]
         self.curves = {m.name: RunningCurve() for m in self.metrics}
+        self.sample_means = {m.name: RunningCurve() for m in self.metrics}  # the mean of N, beside best of N
         self.capped = {m.name: 0 for m in self.metrics}
         self.frames = {m.name: 0 for m in self.metrics}
         self.first_step = first_step
@@ -149,6 +150,7 @@ class Aggregator:
             if capped.get(m.name) is not None:
                 self.capped[m.name] += int(capped[m.name][k].sum())
             sample_mean = float(_nan_mean(_nan_mean(v, axis=1), axis=0))  # mean over samples of their scores
+            self.sample_means[m.name].add(sample_mean, _nan_mean(v, axis=0))
             if self._csv:
                 self._csv.writerow([name, m.name, _fmt(score), k, v.shape[0], int(np.isfinite(curve).sum()),
                                     _fmt(sample_mean)])
@@ -171,6 +173,9 @@ class Aggregator:
             s["curve"]["t"] = [self.first_step + i for i in range(len(s["curve"]["mean"]))]
             entry = {"kind": m.kind, "higher_is_better": m.higher_is_better, "unit": m.unit,
                      **s, "frames": self.frames[m.name]}
+            mean_of_n = self.sample_means[m.name].summary()  # every sample counted, not the best one
+            entry["mean_of_samples"] = {"mean": mean_of_n["mean"], "ci95": mean_of_n["ci95"],
+                                        "curve": mean_of_n["curve"]["mean"]}
             if m.name == "psnr":
                 from vpcli.metrics import PSNR_CAP_DB
                 k = self.capped[m.name]

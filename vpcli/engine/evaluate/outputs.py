@@ -115,7 +115,8 @@ def _protocol_text(mode: str, *, samples: int | None = None, context: int | None
     best = ("per sequence and metric the sample with the best mean over the frames is kept (highest for "
             "metrics where higher is better, e.g. PSNR/SSIM; lowest otherwise, e.g. LPIPS/MSE); reported: the mean "
             "over sequences of the kept samples' scores with a 95% confidence interval (Student t over sequences) "
-            "and the per-time-step mean curve of the kept samples")
+            "and the per-time-step mean curve of the kept samples; beside it, mean_of_samples: the same with "
+            "every sample counted (each sequence's mean over its samples)")
     if mode == "model":
         text = (f"best of {samples}: for each of {n} test sequences the {context} context frames are encoded once "
                 f"and {samples} samples of {horizon} future frames are drawn as one batch; per-frame metrics are "

@@ -130,6 +130,8 @@ def _evaluate_model_batches(loaded: LoadedModel, dataset, indices: list[int], me
         ctx = _context_batch(items, context, filler, device)
         wanted = {_SCORED[m.kind][1] for m in scored}
         truth = {key: (rgb if key == "rgb" else _take(items, key)).to(device) for key in wanted}
+        if "labels" in truth and hasattr(model, "scored_labels"):  # merged classes are scored as their group
+            truth["labels"] = model.scored_labels(truth["labels"])
         n_b, c, h, w = rgb.shape[0], *rgb.shape[2:]
         vals = {m.name: torch.full((n_b, samples, horizon), float("nan")) for m in scored}
         caps = {m.name: torch.zeros((n_b, samples, horizon), dtype=torch.bool) for m in scored if m.name == "psnr"}
