@@ -104,6 +104,14 @@ def test_ignore_label_is_a_zero_one_hot_and_unscored():
     assert torch.isfinite(b["loss"]) and float(a["nll"]) != float(b["nll"])
 
 
+def test_a_frame_of_only_ignore_labels_adds_nothing_instead_of_nan():
+    m = tiny()
+    lab = squares(t=4)["labels"]
+    lab[:, 2] = 255
+    out = m.structure.loss(lab, 3)
+    assert torch.isfinite(out["loss"]) and float(out["nll"]) > 0
+
+
 def test_labels_outside_the_classes_are_refused():
     m = tiny()
     batch = squares(t=4)

@@ -125,6 +125,10 @@ def test_occupancy_and_semantic_criteria_find_the_revealed_background():
     zero = torch.zeros(1, 2, h, w)
     assert not occupancy_disocclusion(zero, 1.5).any()
     assert semantic_disocclusion(zero, lab_t1, lab_t)[0][:, 8:12].all()
+    # an ignore label in the previous map says nothing: not dis-occluded by semantics
+    unknown = lab_t.clone()
+    unknown[..., 8:12] = 255
+    assert not semantic_disocclusion(back, lab_t1, unknown)[0][:, 8:12].any()
     # content from outside the frame is dis-occluded
     pan = torch.full((1, 2, h, w), 0.0)
     pan[0, 0] = 3.0

@@ -47,8 +47,11 @@ def backward_warp(image: torch.Tensor, flow: torch.Tensor, *, zero_outside: bool
 
 def warp_border(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """``image[p + flow[p]]`` (bilinear, border padding): content entering at an edge continues it."""
-    grid = sampling_grid(flow.float()).to(image.dtype)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    # in float32 whatever the image's dtype: a bf16 grid is off by up to 1/4 px at 256 px wide, and
+    # the error compounds over recursive warping
+    grid = sampling_grid(flow.float())
+    out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(image.dtype)
 
 
 def invert_flow(flow: torch.Tensor, iters: int = 5) -> torch.Tensor:

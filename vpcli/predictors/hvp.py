@@ -62,6 +62,9 @@ non-commercial licence and was not used; README "HVP" lists these):
   5's w, the same flows for real and fake clips, as vid2vid's temporal discriminator).
 * **Label ids** 255 (ignore) are a zero one-hot and are not scored; ids at or beyond
   ``num_classes`` are an error.
+* **SVG-soft** (``discretize: false``, Sec. 5's ablation) feeds the decoder's probabilities back at
+  inference only; the paper's SVG-soft is also trained on the segmentation model's continuous
+  logits, which synthetic streets (hard ground-truth labels) do not have.
 """
 from __future__ import annotations
 
@@ -296,7 +299,9 @@ class StructureGenerator(nn.Module):
             else:
                 g, pred = self.predictor(h_all[:, i - 1], pred)
             logp = self.decoder(g, [s[:, skip_t] for s in skips_all])
-            nll = nll + F.nll_loss(logp, labels[:, i], ignore_index=IGNORE)
+            # mean over the scored pixels; a frame whose every pixel is ignore adds 0 (not NaN)
+            target = labels[:, i]
+            nll = nll + F.nll_loss(logp, target, ignore_index=IGNORE, reduction="sum") / (target != IGNORE).sum().clamp(min=1)
         return {"loss": nll + self.cfg.beta * kld, "nll": nll, "kld": kld}
 
 

@@ -44,9 +44,11 @@ Decisions (the paper leaves these open):
   z = u + sqrt(v) * eps is added to H^T before the MLP (eq. 2 "Z^K will be added to H^T"). One z
   per clip and sample, not per step. At test z ~ N(0, I). KL summed over elements, averaged over
   the batch; beta = 1e-4 (the supplementary's weights are not in the paper).
-* **Eq. 7**: CE of the fused softmax m~ (log of it) against the label map; boundary = label differs
-  from the right or lower neighbour (binarised gradient), blurred by a normalised Gaussian of
-  variance 9 (sigma 3, 19 taps), weight 1 + alpha * blurred with alpha = 5. Both L_f and L_m are
+* **Eq. 7**: CE of the fused softmax m~ (log-softmax of the fusion logits) against the label map;
+  boundary = label differs from the right or lower neighbour (binarised gradient), blurred by a
+  Gaussian of variance 9 (sigma 3, 19 taps) scaled so that a straight boundary's pixels get 1 and
+  capped at 1, weight 1 + alpha * blurred with alpha = 5: boundary pixels weigh 6x the interior,
+  the relative importance alpha names. Both L_f and L_m are
   means over pixels summed over the K steps (eqs. 6-7 sum over t). Ignore ids (255) weigh 0.
 * **Classes**: ``class_groups`` maps each of the ``label_classes`` input ids to one of C groups
   (C = max + 1), e.g. 19 Cityscapes train ids -> a few semantic groups, so that CPU budgets can
@@ -65,13 +67,16 @@ Decisions (the paper leaves these open):
   (the paper warps "the past video frames"; beyond one step only predictions are there); in
   training the previous prediction is detached, so each step's gradient stays in that step.
 * **Inpainting**: U-Net, encoder ``inpaint_depth`` stride-2 partial convolutions (mask = 1 -
-  Omega_d) over [warped frame, Omega_d, one-hot labels], decoder nearest-up + conv with skips,
+  Omega_d) over the warped frame, with [Omega_d, one-hot labels] added by a plain convolution at
+  the first level (a partial convolution would blank the labels exactly in the holes they are to
+  fill), decoder nearest-up + conv with skips,
   sigmoid output everywhere (eq. 13's first term compares the output with the warped frame on
   the co-visible area, so the output is not composited).
 * **No VGG**: no pretrained VGG is available offline, so eq. 13's perceptual term is replaced by
   L1 to the real frame (``lambda_per`` = 10); gamma = eta = 1 for the adversarial terms (LSGAN,
   CycleGAN's); the discriminators see the predicted labels with fakes and the real labels with
-  real frames.
+  real frames; the fakes' condition is blanked where the real labels are ignore (255), as the real
+  condition is, so that the condition alone does not tell real from fake.
 """
 from __future__ import annotations
 
@@ -170,7 +175,9 @@ def boundary_weight(labels: torch.Tensor, alpha: float, variance: float) -> torc
     g = g / g.sum()
     blur = F.conv2d(F.pad(edge, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
     blur = F.conv2d(F.pad(blur, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
-    return 1.0 + alpha * blur[:, 0]
+    # scaled so that the pixels of a straight boundary weigh 1 + alpha (the blurred line peaks at
+    # g(0) of the normalised kernel, ~0.13 for sigma 3); corners and thin regions are capped there
+    return 1.0 + alpha * (blur[:, 0] / g[r]).clamp(max=1.0)
 
 
 def occupancy_disocclusion(flow: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -207,7 +214,7 @@ def semantic_disocclusion(flow: torch.Tensor, labels: torch.Tensor, prev_labels:
     sx = (xs + flow[:, 0]).round().clamp(0, w - 1)
     sy = (ys + flow[:, 1]).round().clamp(0, h - 1)
     src = prev_labels.view(b, -1).gather(1, (sy * w + sx).long().view(b, -1)).view(b, h, w)
-    return src != labels
+    return (src != labels) & (src != IGNORE)           # an ignore label says nothing about the content
 
 
 # --------------------------------------------------------------------------- dynamics
@@ -265,15 +272,16 @@ class Dynamics(nn.Module):
         return state
 
     def decode_step(self, context: torch.Tensor, state):
-        """Eqs. 2-5 for one step: (probs ``(N, C, H, W)``, backward flow ``(N, 2, H, W)``, per-class
-        mask probabilities, new state)."""
+        """Eqs. 2-5 for one step: (probs ``(N, C, H, W)``, backward flow ``(N, 2, H, W)``, the fusion's
+        logits (the softmax's input), new state)."""
         e, state = self.decoder(context, state)                                     # e_c^t (N, C*hid, h, w)
         e = self.up(e)
         m_c = torch.sigmoid(self.mask_head(e))                                      # (N, C, H, W)
         f_c = self.flow_head(e).view(e.shape[0], self.k, 2, *e.shape[-2:]) * self.cfg.flow_scale
-        probs = torch.softmax(self.fusion(m_c), 1)                                  # eq. 4
+        logits = self.fusion(m_c)
+        probs = torch.softmax(logits, 1)                                            # eq. 4
         flow = (probs[:, :, None] * f_c).sum(1)                                     # eq. 5
-        return probs, flow, m_c, state
+        return probs, flow, logits, state
 
 
 class Posterior(nn.Module):
@@ -301,14 +309,18 @@ class Posterior(nn.Module):
 
 
 class Inpaint(nn.Module):
-    """Eq. 12: a U-Net whose encoder is partial convolutions masked by 1 - Omega_d."""
+    """Eq. 12: a U-Net whose encoder is partial convolutions masked by 1 - Omega_d. Only the warped
+    frame is masked (it is invalid in the holes); Omega_d and the labels, which say what to put
+    there, enter through a plain convolution added to the first partial one, and the input skip
+    carries the masked frame with them."""
 
     def __init__(self, cfg: SADMConfig):
         super().__init__()
         w, n, k = cfg.inpaint_width, cfg.inpaint_depth, cfg.num_groups
         cin = cfg.channels + 1 + k
-        self.enc = nn.ModuleList(PartialConv2d(cin if i == 0 else w * 2 ** (i - 1), w * 2 ** i, 4, 2, 1)
+        self.enc = nn.ModuleList(PartialConv2d(cfg.channels if i == 0 else w * 2 ** (i - 1), w * 2 ** i, 4, 2, 1)
                                  for i in range(n))
+        self.cond = nn.Conv2d(1 + k, w, 4, 2, 1, bias=False)          # [Omega_d, one-hot] -> the first level
         self.dec = nn.ModuleList()
         for i in reversed(range(n)):
             a = w * 2 ** i + (w * 2 ** (i - 1) if i else cin)
@@ -317,11 +329,14 @@ class Inpaint(nn.Module):
         self.out = nn.Conv2d(w, cfg.channels, 3, 1, 1)
 
     def forward(self, warped: torch.Tensor, omega: torch.Tensor, labels_1h: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([warped, omega, labels_1h], 1)
         mask = 1.0 - omega
-        skips = [x]
-        for conv in self.enc:
+        cond = torch.cat([omega, labels_1h], 1)
+        skips = [torch.cat([warped * mask, cond], 1)]
+        x = warped
+        for i, conv in enumerate(self.enc):
             x, mask = conv(x, mask)
+            if i == 0:
+                x = x + self.cond(cond)
             x = F.relu(x)
             skips.append(x)
         skips.pop()
@@ -397,8 +412,10 @@ class SADM(Predictor):
 
     # --- training ------------------------------------------------------------------------------
     def training_plan(self) -> list[Stage]:
-        return [Stage("dynamics", (TrainStep("dynamics", lambda: self.part_parameters("dynamics")
-                                             + self.module_parameters("posterior"), self._dynamics_loss),),
+        def dynamics_params():  # the posterior trains only with the stochastic extension
+            extra = self.module_parameters("posterior") if self.config.stochastic else []
+            return self.part_parameters("dynamics") + extra
+        return [Stage("dynamics", (TrainStep("dynamics", dynamics_params, self._dynamics_loss),),
                       frozen=("inpaint",)),
                 Stage("inpaint", (TrainStep("inpaint", lambda: self.part_parameters("inpaint"), self._inpaint_loss),
                                   TrainStep("d", lambda: self.module_parameters("disc_frame", "disc_video"),
@@ -429,20 +446,20 @@ class SADM(Predictor):
         context = dyn.mlp(h_t + z)
         outs = []
         for _ in range(c, groups.shape[1]):
-            probs, flow, _, state = dyn.decode_step(context, state)
-            outs.append((probs, flow))
+            probs, flow, logits, state = dyn.decode_step(context, state)
+            outs.append((probs, flow, logits))
         return outs, groups, back, c, kl
 
     def _dynamics_loss(self, batch: Batch, state: TrainState) -> Losses:
         cfg = self.config
         outs, groups, back, c, kl = self._dynamics_rollout(batch, posterior=True)
         l_f = l_m = groups.new_zeros((), dtype=torch.float32)
-        for j, (probs, flow) in enumerate(outs):
+        for j, (_, flow, logits) in enumerate(outs):
             i = c + j
             l_f = l_f + (flow - back[:, i - 1]).abs().sum(1).mean()                              # eq. 6
             target = groups[:, i]
             weight = boundary_weight(target, cfg.alpha, cfg.boundary_variance) * (target != IGNORE)
-            ce = F.nll_loss(torch.log(probs.float().clamp_min(1e-8)), target, ignore_index=IGNORE, reduction="none")
+            ce = F.nll_loss(F.log_softmax(logits.float(), 1), target, ignore_index=IGNORE, reduction="none")
             l_m = l_m + (weight * ce).mean()                                                     # eq. 7
         return {"loss": l_f + l_m + cfg.beta * kl, "flow_l1": l_f, "ce": l_m, "kl": kl}
 
@@ -454,7 +471,7 @@ class SADM(Predictor):
         x = batch["rgb"]
         prev, prev_g = x[:, c - 1], groups[:, c - 1]
         steps = []
-        for probs, flow in outs:
+        for probs, flow, _ in outs:
             g = probs.argmax(1)
             warped = warp_border(prev, flow)
             omega = self.disocclusion(flow, g, prev_g)
@@ -484,7 +501,10 @@ class SADM(Predictor):
             per = per + F.l1_loss(out, x[:, c + j])                                    # stands in for L_per
             adv_x = adv_x + lsgan(self.disc_frame(torch.cat([out, one_hot(g, k)], 1)), True)
         fake = torch.stack([s[0] for s in steps], 2)                                   # (B, C, K, H, W)
-        cond = torch.stack([one_hot(s[3], k) for s in steps], 2)
+        # the fakes' condition is blanked where the real labels are ignore, as the real condition is
+        # (else the condition alone would tell D which is which)
+        known = (self._groups(batch["labels"][:, c:]) != IGNORE).unsqueeze(1).float()  # (B, 1, K, H, W)
+        cond = torch.stack([one_hot(s[3], k) for s in steps], 2) * known
         adv_v = lsgan(self.disc_video(torch.cat([fake, cond], 1)), True)
         state.cache.put("fake", fake.detach())
         state.cache.put("pred_groups", cond)
@@ -508,8 +528,8 @@ class SADM(Predictor):
         if state.stage == "dynamics":
             with torch.no_grad():
                 outs, groups, back, c, _ = self._dynamics_rollout(batch, posterior=False)
-                epe = torch.stack([(f - back[:, c + j - 1]).norm(dim=1).mean() for j, (_, f) in enumerate(outs)]).mean()
-                acc = torch.stack([(p.argmax(1) == groups[:, c + j]).float().mean() for j, (p, _) in enumerate(outs)]).mean()
+                epe = torch.stack([(o[1] - back[:, c + j - 1]).norm(dim=1).mean() for j, o in enumerate(outs)]).mean()
+                acc = torch.stack([(o[0].argmax(1) == groups[:, c + j]).float().mean() for j, o in enumerate(outs)]).mean()
             # the prior's rollout (z ~ N(0, I)), as at test time: EPE + label error
             return {"loss": float(epe + 10 * (1 - acc)), "epe": float(epe), "label_accuracy": float(acc)}
         with torch.no_grad():
