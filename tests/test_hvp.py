@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from stage_util import fresh_state, train_stage
+from test_predict import run
 from safetensors.torch import load_file
 
 from vpcli.errors import InputError
@@ -246,14 +247,6 @@ def test_image_stage_without_flow_says_how_to_get_it():
 # ----------------------------------------------------------------------------- CLI, checkpoints
 
 
-def run_cli(capsys, *args):
-    from vpcli.cli.app import main
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The tiny preset trained one stage per run, side by side, on rendered street scenes."""
@@ -277,7 +270,7 @@ def test_one_stage_runs_save_only_their_part_and_predict_names_the_missing_one(r
     from vpcli.data.synth_street import SynthStreetConfig, render_sequence, write_sequence
     clip = root / "clip"
     write_sequence(clip, render_sequence(SynthStreetConfig(height=32, width=32, length=6), 3))
-    code, _, err = run_cli(capsys, "predict", clip, "--weights", out["structure"] / "checkpoints" / "last.safetensors",
+    code, _, err = run(capsys, "predict", clip, "--weights", out["structure"] / "checkpoints" / "last.safetensors",
                            "--horizon", "2", "--out", root / "pred", "--labels-from", "companion")
     assert code != 0
     line = err.strip().splitlines()[-1] if err.strip() else ""
@@ -289,7 +282,7 @@ def test_one_stage_runs_save_only_their_part_and_predict_names_the_missing_one(r
 def test_export_takes_a_part_from_another_run_and_predict_runs(runs, capsys, monkeypatch):
     root, out = runs
     dest = root / "both.safetensors"
-    code, _, err = run_cli(capsys, "weights", "export", out["image"], "--name", "hvp-both", "--out", dest,
+    code, _, err = run(capsys, "weights", "export", out["image"], "--name", "hvp-both", "--out", dest,
                            "--init", f"structure={out['structure']}")
     assert code == 0, err
     both = load_file(str(dest))
@@ -304,7 +297,7 @@ def test_export_takes_a_part_from_another_run_and_predict_runs(runs, capsys, mon
     from vpcli.data.synth_street import SynthStreetConfig, render_sequence, write_sequence
     clip = root / "clip2"
     write_sequence(clip, render_sequence(SynthStreetConfig(height=32, width=32, length=6), 4))
-    code, _, err = run_cli(capsys, "predict", clip, "--weights", dest, "--horizon", "5", "--samples", "2",
+    code, _, err = run(capsys, "predict", clip, "--weights", dest, "--horizon", "5", "--samples", "2",
                            "--out", root / "pred2", "--labels-from", "companion")
     assert code == 0, err
     res = root / "pred2" / "clip2"
@@ -320,7 +313,7 @@ def test_export_takes_a_part_from_another_run_and_predict_runs(runs, capsys, mon
     # too few frames for the context: one line, nothing written
     short = root / "short"
     write_sequence(short, render_sequence(SynthStreetConfig(height=32, width=32, length=2), 5))
-    code, _, err = run_cli(capsys, "predict", short, "--weights", dest, "--horizon", "2", "--out", root / "pred3",
+    code, _, err = run(capsys, "predict", short, "--weights", dest, "--horizon", "2", "--out", root / "pred3",
                            "--labels-from", "companion")
     assert code != 0 and "frames" in err and not (root / "pred3" / "short").exists()
     # labels of another class list: refused naming the ids
@@ -328,7 +321,7 @@ def test_export_takes_a_part_from_another_run_and_predict_runs(runs, capsys, mon
     from vpcli.io.labels import write_label_png
     for f in sorted((clip / "labels").glob("*.png")):
         write_label_png(f, bad, np.arange(40 * 3, dtype=np.uint8).reshape(40, 3))
-    code, _, err = run_cli(capsys, "predict", clip, "--weights", dest, "--horizon", "2", "--out", root / "pred4",
+    code, _, err = run(capsys, "predict", clip, "--weights", dest, "--horizon", "2", "--out", root / "pred4",
                            "--labels-from", "companion")
     assert code != 0 and "outside this model's 19 classes" in err
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from stage_util import fresh_state, train_stage
+from test_predict import run
 
 from vpcli.errors import InputError
 from vpcli.nn.convlstm import ConvLSTMCell, GroupedConvLSTMCell
@@ -193,20 +194,13 @@ def test_the_stochastic_extension_is_training_only_and_seeded():
 
 
 def test_train_both_stages_then_predict_streams_frames_labels_flow_and_masks(tmp_path, capsys):
-    from vpcli.cli.app import main
     from vpcli.data.synth_street import SynthStreetConfig, render_sequence, write_sequence
 
-    def cli(*args):
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return exc.value.code, err
-
-    code, err = cli("train", "--config", "sadm-street-tiny", "--out", tmp_path / "run", "--threads", "1")
+    code, _, err = run(capsys, "train", "--config", "sadm-street-tiny", "--out", tmp_path / "run", "--threads", "1")
     assert code == 0, err
     clip = tmp_path / "clip"
     write_sequence(clip, render_sequence(SynthStreetConfig(height=32, width=32, length=5), 2))
-    code, err = cli("predict", clip, "--weights", tmp_path / "run", "--horizon", "4", "--samples", "2",
+    code, _, err = run(capsys, "predict", clip, "--weights", tmp_path / "run", "--horizon", "4", "--samples", "2",
                     "--out", tmp_path / "pred", "--flow-from", "dis", "--labels-from", "companion",
                     "--save-components")
     assert code == 0, err

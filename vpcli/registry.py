@@ -65,3 +65,19 @@ def get(kind: str, name: str) -> Entry:
 
 def create(kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
     return get(kind, name).builder(*args, **kwargs)
+
+
+def predictor_config(method: str, model: dict[str, Any], *, context: int | None = None,
+                     channels: int | None = None) -> Any:
+    """The predictor's config dataclass from its ``model`` section, ``context`` / ``channels``
+    (the data's) filling those fields when the section does not set them; None when the method
+    has no config class. Errors name the dotted ``model.`` key."""
+    import dataclasses
+
+    from vpcli.config import from_dict
+    entry = get("predictor", method)
+    if entry.config_cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(entry.config_cls)}
+    values = {k: v for k, v in (("context", context), ("channels", channels)) if k in names and v is not None}
+    return from_dict(entry.config_cls, {**values, **model}, prefix="model")

@@ -72,12 +72,17 @@ def _predictor_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _keep_parts(tensors: dict, cfg: dict[str, Any], parts: list[str]) -> dict:
-    """Only the named parts' tensors of a run's inference weights (the method's ``parts``)."""
+def _run_model(cfg: dict[str, Any]):
+    """The model a run's config builds (to read its parts and check shapes against)."""
     from vpcli import registry
     from vpcli.engine.run import resolve_config
     run_cfg = resolve_config(None, None, [], base=cfg)
-    model = registry.get("predictor", run_cfg.method).builder(run_cfg.model_config())
+    return registry.get("predictor", run_cfg.method).builder(run_cfg.model_config())
+
+
+def _keep_parts(tensors: dict, cfg: dict[str, Any], parts: list[str]) -> dict:
+    """Only the named parts' tensors of a run's inference weights (the method's ``parts``)."""
+    model = _run_model(cfg)
     for p in parts:
         model._check_part(p)  # an unknown part names the valid ones
     return {k: v for k, v in tensors.items() if model.part_of(k) in parts}
@@ -87,17 +92,14 @@ def _take_parts(tensors: dict, cfg: dict[str, Any], specs: list[str]) -> tuple[d
     """``tensors`` with each ``PART=WEIGHTS`` of ``specs`` replaced by that part of WEIGHTS (a run
     folder, a file or a manifest name), checked to fit the run's model; and one phrase per spec
     saying where the part came from."""
-    from vpcli import registry
-    from vpcli.engine.run import resolve_config
     from vpcli.engine.train_runner import _init_file, parse_init
     from vpcli.engine.trainer import load_weights
-    run_cfg = resolve_config(None, None, [], base=cfg)
-    model = registry.get("predictor", run_cfg.method).builder(run_cfg.model_config())
+    model = _run_model(cfg)
     out, notes = dict(tensors), []
     for parts, src in parse_init(specs, model.part_names()):
         if parts is None:
             raise UsageError(f"--init {src}: name the part to take (PART=WEIGHTS)",
-                             f"parts of {run_cfg.method}: {', '.join(model.part_names())}")
+                             f"parts of {cfg['method']}: {', '.join(model.part_names())}")
         file, _ = _init_file(src)
         load_weights(model, file, parts)  # names and shapes must fit, or a one-line error
         state = model.inference_state_dict(parts)

@@ -13,7 +13,6 @@ config file has the same shape. Sections:
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,12 +65,8 @@ class RunConfig:
 
     def model_config(self) -> Any:
         """The predictor's config dataclass, with context/channels defaulting to the data's."""
-        entry = registry.get("predictor", self.method)
-        if entry.config_cls is None:
-            return None
-        names = {f.name for f in dataclasses.fields(entry.config_cls)}
-        values = {k: v for k, v in (("context", self.data.context), ("channels", self.data.channels)) if k in names}
-        return from_dict(entry.config_cls, {**values, **self.model}, prefix="model")
+        return registry.predictor_config(self.method, self.model, context=self.data.context,
+                                         channels=self.data.channels)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

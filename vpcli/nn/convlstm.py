@@ -26,6 +26,17 @@ class ConvLSTMCell(nn.Module):
         return h, (h, c)
 
 
+def run_cells(cells, x: torch.Tensor, states: list | None = None) -> tuple[torch.Tensor, list]:
+    """One time step of stacked ConvLSTM cells (each cell's output is the next one's input):
+    the top output and every layer's new ``(h, c)``; ``states`` None means zeros."""
+    states = states if states is not None else [None] * len(cells)
+    new = []
+    for cell, st in zip(cells, states):
+        x, st = cell(x, st)
+        new.append(st)
+    return x, new
+
+
 class ConvLSTM(nn.Module):
     """A stack of ConvLSTM cells; ``forward`` runs one time step and returns the top output."""
 
@@ -35,12 +46,7 @@ class ConvLSTM(nn.Module):
             ConvLSTMCell(in_channels if i == 0 else hidden, hidden, kernel_size) for i in range(layers))
 
     def forward(self, x: torch.Tensor, states: list | None = None):
-        states = states if states is not None else [None] * len(self.cells)
-        new = []
-        for cell, st in zip(self.cells, states):
-            x, st = cell(x, st)
-            new.append(st)
-        return x, new
+        return run_cells(self.cells, x, states)
 
 
 class GroupedConvLSTMCell(nn.Module):

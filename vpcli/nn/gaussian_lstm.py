@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vpcli.nn.convlstm import ConvLSTMCell
+from vpcli.nn.convlstm import ConvLSTMCell, run_cells
 
 State = list  # per layer: (h, c)
 
@@ -90,12 +90,7 @@ class ConvLSTMStack(nn.Module):
         self.output = nn.Sequential(nn.Conv2d(hidden, out_channels, 3, 1, 1), nn.Tanh())
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        h = self.embed(x)  # (B, in, h, w) -> (B, hidden, h, w)
-        state = state if state is not None else [None] * len(self.lstm)
-        new = []
-        for cell, hc in zip(self.lstm, state):
-            h, hc = cell(h, hc)
-            new.append(hc)
+        h, new = run_cells(self.lstm, self.embed(x), state)  # embed: (B, in, h, w) -> (B, hidden, h, w)
         return self.output(h), new
 
 
@@ -115,10 +110,5 @@ class GaussianConvLSTM(nn.Module):
         self.logvar_net = nn.Conv2d(hidden, out_channels, 3, 1, 1)
 
     def forward(self, x: torch.Tensor, state: State | None = None):
-        h = x
-        state = state if state is not None else [None] * len(self.lstm)
-        new = []
-        for cell, hc in zip(self.lstm, state):
-            h, hc = cell(h, hc)
-            new.append(hc)
+        h, new = run_cells(self.lstm, x, state)
         return self.mu_net(h), self.logvar_net(h), new

@@ -55,11 +55,12 @@ def warp_border(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 
 def invert_flow(flow: torch.Tensor, iters: int = 5) -> torch.Tensor:
-    """The reverse of a flow field ``(B, 2, H, W)``: from a forward flow of frame t (t -> t+1) the
+    """The reverse of flow fields ``(..., 2, H, W)``: from a forward flow of frame t (t -> t+1) the
     backward flow of frame t+1 (t+1 -> t), or the other way round, by the fixed-point iteration
     ``b(p) = -f(p + b(p))`` (exact where the flow is locally smooth; occlusions keep the value of
-    the surface in front)."""
-    b = -flow
+    the surface in front). Leading dimensions (batch, time) are kept."""
+    f = flow.reshape(-1, *flow.shape[-3:])                              # (N, 2, H, W)
+    b = -f
     for _ in range(iters):
-        b = -warp_border(flow, b)
-    return b
+        b = -warp_border(f, b)
+    return b.view(flow.shape)

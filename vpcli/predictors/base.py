@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from torch.nn import functional as F
 
+from vpcli.io.labels import IGNORE_INDEX
 from vpcli.trainable import Batch, ContractError, IterationCache, Losses, Stage, Trainable, TrainState, TrainStep
 
 __all__ = ["Batch", "ContractError", "Extra", "INPUT_KINDS", "IterationCache", "Losses", "OUTPUT_KINDS",
-           "Predictor", "Stage", "StepRecord", "TrainState", "TrainStep", "check_label_ids", "check_record"]
+           "Predictor", "Stage", "StepRecord", "TrainState", "TrainStep", "check_label_ids", "check_record", "one_hot"]
 
 INPUT_KINDS = ("rgb", "labels", "flow")
 OUTPUT_KINDS = ("frames", "labels", "probs", "flow")
@@ -103,10 +105,16 @@ class Predictor(Trainable):
         return getattr(self.config, "num_classes", None)
 
 
+def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """``(N, H, W)`` int64 ids -> ``(N, K, H, W)`` float one-hot; the ignore id 255 is all zeros."""
+    valid = labels != IGNORE_INDEX
+    return F.one_hot(torch.where(valid, labels, 0), k).permute(0, 3, 1, 2).float() * valid[:, None]
+
+
 def check_label_ids(labels: torch.Tensor, classes: int, knob: str) -> None:
     """Refuse label ids outside ``0..classes-1`` (255 = ignore is allowed), naming the first few and
     the model config key (``knob``) that sets the class count."""
-    bad = (labels != 255) & ((labels < 0) | (labels >= classes))
+    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= classes))
     if bool(bad.any()):
         from vpcli.errors import InputError
         ids = sorted(set(labels[bad].unique().tolist()))[:5]

@@ -77,15 +77,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from vpcli.errors import InputError
-from vpcli.nn.convlstm import ConvLSTMCell
+from vpcli.io.labels import IGNORE_INDEX as IGNORE
+from vpcli.nn.convlstm import ConvLSTMCell, run_cells
 from vpcli.nn.discriminators import PatchDiscriminator, feature_matching, lsgan
 from vpcli.nn.gaussian_lstm import gaussian_kl, reparameterize
 from vpcli.nn.warp import invert_flow, warp_border
 from vpcli.predictors.base import Batch, Extra, Losses, Predictor, Stage, StepRecord, TrainState, TrainStep
-from vpcli.predictors.base import check_label_ids
+from vpcli.predictors.base import check_label_ids, one_hot
 from vpcli.registry import register
 
-IGNORE = 255
 
 
 @dataclass
@@ -143,13 +143,6 @@ class HVPConfig:
 
 def _conv_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.ReLU(inplace=True))
-
-
-def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
-    """``(N, H, W)`` int64 ids -> ``(N, K, H, W)`` float one-hot; the ignore id 255 is all zeros."""
-    valid = labels != IGNORE
-    oh = F.one_hot(torch.where(valid, labels, 0), k).permute(0, 3, 1, 2).float()  # (N, K, H, W)
-    return oh * valid[:, None]
 
 
 # --------------------------------------------------------------------------- structure generator
@@ -215,13 +208,7 @@ class _Recurrent(nn.Module):
         self.lstm = nn.ModuleList(ConvLSTMCell(hidden, hidden, 3) for _ in range(layers))
 
     def _run(self, x: torch.Tensor, state: list | None):
-        h = self.embed(x)
-        state = state if state is not None else [None] * len(self.lstm)
-        new = []
-        for cell, st in zip(self.lstm, state):
-            h, st = cell(h, st)
-            new.append(st)
-        return h, new
+        return run_cells(self.lstm, self.embed(x), state)
 
 
 class GaussianConv(_Recurrent):
@@ -445,9 +432,7 @@ class HVP(Predictor):
         if "flow" not in batch:
             raise InputError("HVP's image stage needs the data's flow to supervise its flow head",
                              "train on vpcli data synth-street folders (exact flow), or pass --flow-from dis")
-        fwd = batch["flow"].float()                                     # (B, T-1, 2, H, W) forward
-        b, t1 = fwd.shape[:2]
-        return invert_flow(fwd.flatten(0, 1)).view(b, t1, *fwd.shape[2:])
+        return invert_flow(batch["flow"].float())                       # (B, T-1, 2, H, W) forward -> backward
 
     def _rollout(self, batch: Batch, *, grad: bool = False):
         """Frames ``context..T-1`` from real context frames and ground-truth labels, each step reading

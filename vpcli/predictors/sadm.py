@@ -90,16 +90,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from vpcli.errors import InputError
+from vpcli.io.labels import IGNORE_INDEX as IGNORE
 from vpcli.nn.convlstm import GroupedConvLSTMCell
 from vpcli.nn.discriminators import PatchDiscriminator, PatchDiscriminator3d, lsgan
 from vpcli.nn.gaussian_lstm import gaussian_kl, reparameterize
 from vpcli.nn.partial_conv import PartialConv2d
 from vpcli.nn.warp import invert_flow, warp_border
 from vpcli.predictors.base import Batch, Extra, Losses, Predictor, Stage, StepRecord, TrainState, TrainStep
-from vpcli.predictors.base import check_label_ids
+from vpcli.predictors.base import check_label_ids, one_hot
 from vpcli.registry import register
 
-IGNORE = 255
 
 
 @dataclass
@@ -153,12 +153,6 @@ class SADMConfig:
     @property
     def num_groups(self) -> int:
         return self.label_classes if self.class_groups is None else max(self.class_groups) + 1
-
-
-def one_hot(groups: torch.Tensor, c: int) -> torch.Tensor:
-    """``(N, H, W)`` group ids (255 = ignore) -> ``(N, C, H, W)`` float one-hot (ignore: zeros)."""
-    valid = groups != IGNORE
-    return F.one_hot(torch.where(valid, groups, 0), c).permute(0, 3, 1, 2).float() * valid[:, None]
 
 
 def boundary_weight(labels: torch.Tensor, alpha: float, variance: float) -> torch.Tensor:
@@ -396,12 +390,6 @@ class SADM(Predictor):
         check_label_ids(labels, self.config.label_classes, "label_classes")
         return self.to_group[labels.clamp(0, 255)]
 
-    @staticmethod
-    def _backward(flow: torch.Tensor) -> torch.Tensor:
-        """Forward flows ``(B, n, 2, H, W)`` (frame t -> t+1) -> backward flows of frames t+1."""
-        b, n = flow.shape[:2]
-        return invert_flow(flow.float().flatten(0, 1)).view(b, n, *flow.shape[2:])
-
     def _ctx(self, batch: Batch) -> int:
         return min(self.config.context, batch["rgb"].shape[1] - 1)
 
@@ -428,7 +416,7 @@ class SADM(Predictor):
         if "flow" not in batch:
             raise InputError("SADM needs flow for its context frames",
                              "train on vpcli data synth-street folders (exact flow), or pass --flow-from dis")
-        back = self._backward(batch["flow"])                                        # (B, T-1, 2, H, W)
+        back = invert_flow(batch["flow"])                                        # (B, T-1, 2, H, W)
         c = self._ctx(batch)
         state = dyn.encode(groups[:, :c], back[:, :c - 1]) if c > 1 else None
         if state is None:
@@ -552,7 +540,7 @@ class SADM(Predictor):
             raise InputError(f"SADM needs at least 2 context frames, got {t0}", "pass a longer context (--context)")
         groups = self._groups(lab)
         dyn = self.dynamics
-        state = dyn.encode(groups, self._backward(context["flow"][:, :t0 - 1]))        # the context once, at batch B
+        state = dyn.encode(groups, invert_flow(context["flow"][:, :t0 - 1]))        # the context once, at batch B
 
         def rep(v):  # (B, ...) -> (B*S, ...), sample-minor
             return v.repeat_interleave(s, 0)

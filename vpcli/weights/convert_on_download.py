@@ -94,14 +94,13 @@ def converted_path(entry, source: Path, source_sha256: str) -> Path:
 def _model_of(entry) -> tuple[torch.nn.Module, Any]:
     """The (meta-device) model the entry's config builds, and its model config."""
     from vpcli import registry
-    from vpcli.engine.run import resolve_config
 
     base = dict(entry.load_config())
-    base.setdefault("method", entry.arch)
-    cfg = resolve_config(None, None, [], base={k: v for k, v in base.items() if k in ("method", "model", "data")})
-    model_cfg = cfg.model_config()
+    method, data = base.get("method", entry.arch), base.get("data") or {}
+    model_cfg = registry.predictor_config(method, base.get("model") or {}, context=data.get("context"),
+                                          channels=data.get("channels"))
     with torch.device("meta"):  # names and shapes only; no memory
-        model = registry.get("predictor", cfg.method).builder(model_cfg)
+        model = registry.get("predictor", method).builder(model_cfg)
     return model, model_cfg
 
 
