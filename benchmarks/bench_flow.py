@@ -35,6 +35,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _report import best_time  # benchmarks/, beside this script
 
 from vpcli import registry
 from vpcli.data.synth_street import SynthStreetConfig, render_sequence
@@ -134,15 +135,6 @@ def accuracy(ests, quick):
         p, r = c["tp"] / max(c["tp"] + c["fp"], 1), c["tp"] / max(c["tp"] + c["fn"], 1)
         return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(2 * p * r / max(p + r, 1e-9), 3)}
     return rows, {"dis flow": prf(occ), "exact flow": prf(exact)}
-
-
-def best_time(fn, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def speed(sizes, pairs, repeat, threads):

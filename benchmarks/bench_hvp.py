@@ -26,11 +26,10 @@ Run:  python benchmarks/bench_hvp.py [--quick] [--threads 1] [--weights RUN] [--
 """
 from __future__ import annotations
 
-from _report import run_named  # noqa: E402  (benchmarks/, beside this script)
+from _report import machine_info, run_named  # noqa: E402  (benchmarks/, beside this script)
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -50,17 +49,21 @@ from vpcli.engine.run import resolve_config
 PRESET = "hvp-street-cpu"
 
 
-def build(preset: str = PRESET):
-    cfg = resolve_config(None, preset)
+def build(preset: str = PRESET, overrides=()):
+    """A randomly initialised (seed 0) model of ``preset`` in eval mode, and its config."""
+    cfg = resolve_config(None, preset, list(overrides))
     torch.manual_seed(0)
     return registry.get("predictor", cfg.method).builder(cfg.model_config()).eval(), cfg
 
 
-def context(cfg, size: tuple[int, int]) -> dict:
+def context(cfg, size: tuple[int, int], flow: bool = False) -> dict:
+    """Seeded random context: RGB in [0, 1], labels 0..18 and, with ``flow``, flow of ~2 px."""
     g = torch.Generator().manual_seed(0)
     c = cfg.data.context
-    return {"rgb": torch.rand(1, c, 3, *size, generator=g),
-            "labels": torch.randint(0, 19, (1, c, *size), generator=g)}
+    out = {"rgb": torch.rand(1, c, 3, *size, generator=g), "labels": torch.randint(0, 19, (1, c, *size), generator=g)}
+    if flow:
+        out["flow"] = torch.randn(1, c - 1, 2, *size, generator=g) * 2
+    return out
 
 
 # ----------------------------------------------------------------------------------- 1. speed
@@ -140,12 +143,15 @@ def peak_rss(clip: Path, weights: str, horizon: int, out: Path, threads: int, ex
     return {"horizon": horizon, "peak_rss_mb": res["maxrss_kib"] / 1024, "seconds": seconds}
 
 
-def bench_memory(clip: str | None, weights: str | None, horizons: tuple[int, int], threads: int) -> dict:
+def bench_memory(clip: str | None, weights: str | None, horizons: tuple[int, int], threads: int, *,
+                 method: str = "HVP", street_extra: tuple[str, ...] = ("--labels-from", "companion")) -> dict:
+    """Peak RSS of `vpcli predict` at two horizons; a synth-street clip gets ``street_extra`` (its
+    companions: labels, and flow for methods that read it)."""
     if not weights:
-        msg = "skipped: no --weights given (a trained HVP run folder or checkpoint; none is made here)"
+        msg = f"skipped: no --weights given (a trained {method} run folder or checkpoint; none is made here)"
         print(f"memory: {msg}", file=sys.stderr, flush=True)
         return {"skipped": msg}
-    with tempfile.TemporaryDirectory(prefix="bench_hvp_") as d:
+    with tempfile.TemporaryDirectory(prefix=f"bench_{method.lower()}_") as d:
         tmp = Path(d)
         if clip is None:
             subprocess.run(cli("data", "synth-street", "--out", str(tmp / "clip"), "--num", "1", "--length", "8",
@@ -154,39 +160,34 @@ def bench_memory(clip: str | None, weights: str | None, horizons: tuple[int, int
             clip_path = tmp / "clip" / "seq_00000"
         else:
             clip_path = Path(clip).resolve()
-        extra = ["--labels-from", "companion"] if is_synth_street(clip_path) else []
+        extra = list(street_extra) if is_synth_street(clip_path) else []
         runs = [peak_rss(clip_path, weights, h, tmp / f"pred{h}", threads, extra) for h in horizons]
     base, big = runs[0]["peak_rss_mb"], runs[1]["peak_rss_mb"]
     return {"clip": "synth-street seq_00000 (64x128, 8 frames, seed 7)" if clip is None else clip,
-            "weights": weights, "labels_from": extra[1] if extra else "weights' config", "runs": runs,
+            "weights": weights, "inputs": " ".join(extra) if extra else "weights' config", "runs": runs,
             "ratio": big / base, "within_10pct": abs(big / base - 1) <= 0.10}
 
 
-def bf16_flags() -> list[str]:
-    """The CPU's bf16 / AMX feature flags (Linux /proc/cpuinfo; empty elsewhere or when none)."""
-    try:
-        words = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return []
-    return sorted(words & {"avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"})
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def inference_bench_args(argv, doc: str, method: str, threads: int, long_horizon: int):
+    """The options an inference benchmark shares (bench_hvp, bench_sadm); sets torch's threads and
+    prints the machine. -> (args, steps per timed rollout, repeats, memory horizons, results dict)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and repeats; horizons 20 / 200 for memory")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--weights", default=None, help="trained HVP weights for the memory part (skipped without)")
+    ap.add_argument("--threads", type=int, default=threads)
+    ap.add_argument("--weights", default=None, help=f"trained {method} weights for the memory part (skipped without)")
     ap.add_argument("--clip", default=None, help="clip for the memory part (default: a synth-street sequence)")
     ap.add_argument("--json", default=None, help="write the results here as well")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     horizon, repeats = (5, 1) if args.quick else (20, 3)
-    horizons = (20, 200) if args.quick else (100, 2000)
-    res = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                       "cpu_bf16_flags": bf16_flags(), "cpu": platform.processor() or platform.machine(),
-                       "cores": os.cpu_count()}}
+    horizons = (20, 200) if args.quick else (100, long_horizon)
+    res = {"machine": machine_info()}
     print(json.dumps(res["machine"]), flush=True)
+    return args, horizon, repeats, horizons, res
+
+
+def main(argv=None) -> int:
+    args, horizon, repeats, horizons, res = inference_bench_args(argv, __doc__, "HVP", 1, 2000)
     run_named((
         ("speed_64x128", lambda: bench_speed((64, 128), horizon, repeats)),
         ("speed_128x256", lambda: bench_speed((128, 256), horizon, repeats)),

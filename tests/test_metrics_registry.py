@@ -11,12 +11,12 @@ from vpcli.metrics import METRICS, PSNR_CAP_DB, get_metric
 # Cheap constructors: learned metrics with random (seeded) weights, since none can be downloaded here.
 _BUILD = {"lpips": {"pretrained": False}, "csim": {"pretrained": False}}
 # (frame size, value of identical videos)
-_IDENTITY = {"psnr": PSNR_CAP_DB, "ssim": 1.0, "ms-ssim": 1.0, "lpips": 0.0, "mse": 0.0, "mae": 0.0}
+_IDENTITY = {"psnr": PSNR_CAP_DB, "ssim": 1.0, "ms-ssim": 1.0, "ms-ssim-3": 1.0, "lpips": 0.0, "mse": 0.0, "mae": 0.0}
 FRAME_METRICS = sorted(n for n, cls in METRICS.items() if cls.kind == "frame")
 
 
 def test_names_and_lookup():
-    assert set(METRICS) == {"psnr", "ssim", "ms-ssim", "lpips", "csim", "mse", "mae", "bce", "miou", "epe", "fvd"}
+    assert set(METRICS) == {"psnr", "ssim", "ms-ssim", "ms-ssim-3", "lpips", "csim", "mse", "mae", "bce", "miou", "epe", "fvd"}
     assert get_metric("MS_SSIM") is METRICS["ms-ssim"] and get_metric("msssim") is METRICS["ms-ssim"]
     with pytest.raises(UsageError, match="unknown metric 'ssmi'") as err:
         get_metric("ssmi")
@@ -34,7 +34,7 @@ def test_frame_metric_contract(name):
     torch.manual_seed(0)
     metric = METRICS[name](**_BUILD.get(name, {}))
     assert isinstance(metric.higher_is_better, bool) and metric.name == name
-    size = 176 if name == "ms-ssim" else 40
+    size = {"ms-ssim": 176, "ms-ssim-3": 48}.get(name, 40)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 3, size, size, generator=g)
     y = torch.rand(2, 3, 3, size, size, generator=g)

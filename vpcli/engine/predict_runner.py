@@ -65,7 +65,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,11 +231,12 @@ def load_context(path: Path, *, context: int, start: int | None, model, cfg, wei
 
 class _RecordWriter:
     """Writes the step records of one clip's ``S`` samples into the temporary output folder:
-    frames, labels, flow and (with ``extras``) every extra the model declares, by kind."""
+    frames, labels, flow and the extras named in ``extras`` (of those the model declares), by kind."""
 
-    def __init__(self, tmp: Path, model, samples: int, *, extras: bool, writer: Callable[..., Any],
+    def __init__(self, tmp: Path, model, samples: int, *, extras: Collection[str], writer: Callable[..., Any],
                  outputs: list[str], geometry=None):
-        self.tmp, self.model, self.samples, self.extras = tmp, model, samples, extras
+        self.tmp, self.model, self.samples = tmp, model, samples
+        self.extras = [n for n in model.extras if n in set(extras)]
         self.geo = None if geometry is None or geometry.identity else geometry  # model -> clip pixels
         self.open, self.outputs = writer, outputs
         self.palette = getattr(model, "palette", None)
@@ -259,9 +260,8 @@ class _RecordWriter:
                 (tmp / f"sample_{k:03d}.flow").mkdir()
                 outputs.append(f"sample_{k:03d}.flow/")
                 self.video[f"flow_sample_{k:03d}"] = writer(f"flow_sample_{k:03d}.mp4")
-            if extras:
-                for name in model.extras:
-                    self.video[f"{name}_sample_{k:03d}"] = writer(f"{name}_sample_{k:03d}.mp4")
+            for name in self.extras:
+                self.video[f"{name}_sample_{k:03d}"] = writer(f"{name}_sample_{k:03d}.mp4")
 
     def _flow_video(self, key: str, flows) -> None:
         """(S, 2, H, W) -> colour wheels normalised by the largest magnitude so far in each sample."""
@@ -309,16 +309,15 @@ class _RecordWriter:
             for k in range(self.samples):
                 write_flo(self.tmp / f"sample_{k:03d}.flow" / f"{self.steps:05d}.flo", f[k])
             self._flow_video("flow", flows)
-        if self.extras:
-            for name, spec in self.model.extras.items():
-                value = record.extras[name][0]  # S,c,H,W
-                if spec.kind == "flow":
-                    self._flow_video(name, value)
-                else:
-                    img = to_uint8(value)  # S,H,W,c
-                    img = img if geo is None else geo.frames_to_source(img)
-                    for k in range(self.samples):
-                        self.video[f"{name}_sample_{k:03d}"].write(img[k])
+        for name in self.extras:
+            value = record.extras[name][0]  # S,c,H,W
+            if self.model.extras[name].kind == "flow":
+                self._flow_video(name, value)
+            else:
+                img = to_uint8(value)  # S,H,W,c
+                img = img if geo is None else geo.frames_to_source(img)
+                for k in range(self.samples):
+                    self.video[f"{name}_sample_{k:03d}"].write(img[k])
         self.steps += 1
         return frames
 
@@ -409,7 +408,9 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
         shown_ctx = source_ctx if geo.out == geo.source else geo.frames_to_source(ctx)  # crop: what the model saw
         for f in shown_ctx:
             ctx_writer.write(f)
-        records = _RecordWriter(tmp, model, samples, extras=save_components, writer=writer,
+        # every extra with --save-components; without it the ones the method marks "always"
+        extras = [n for n, e in model.extras.items() if save_components or e.always]
+        records = _RecordWriter(tmp, model, samples, extras=extras, writer=writer,
                                 outputs=outputs, geometry=geo)
         grid_frames = feeds = None
         if grid and makes_frames:
@@ -424,7 +425,7 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
 
         steps = 0
         with torch.inference_mode(), autocast:
-            it = iter(model.predict(batch, horizon, samples, gen, want_extras=save_components))
+            it = iter(model.predict(batch, horizon, samples, gen, want_extras=bool(extras)))
             while steps < horizon:
                 tic = time.perf_counter()
                 record = next(it, None)
@@ -433,7 +434,7 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
                     break
                 tic = time.perf_counter()
                 check_record(record, model, steps, batch=1, samples=samples, size=(h, w), channels=ch,
-                             want_extras=save_components)
+                             want_extras=bool(extras))
                 frames = records.write(record)
                 if grid_frames is not None:
                     for k, feed in enumerate(feeds):
@@ -464,8 +465,8 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
                      "start": facts["indices"][0], "chosen_by": "--start" if start is not None else "last frames of the clip"},
             first_predicted_frame=facts["indices"][1],  # sample_K frame t is frame first + t of the input (vpcli eval)
             inputs={**filler.describe(), **facts.get("inputs_from", {})},
-            predicted=sorted(model.outputs), extras=({n: {"kind": e.kind, "description": e.description}
-                                                      for n, e in model.extras.items()} if save_components else {}),
+            predicted=sorted(model.outputs), extras={n: {"kind": model.extras[n].kind,
+                                                         "description": model.extras[n].description} for n in extras},
             size=[out_h, out_w], model_size=[h, w], geometry=geo.as_meta(), channels=ch,
             source_size=facts["source_size"], conversions=facts["conversions"],
             warnings=notes, fps=fps, lossless=lossless, precision=precision, grid=grid and makes_frames,

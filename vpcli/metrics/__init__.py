@@ -40,15 +40,16 @@ from vpcli.metrics.lpips import LPIPS
 from vpcli.metrics.pixel import BCE, BCE_EPS, MAE, MSE
 from vpcli.metrics.psnr import PSNR, PSNR_CAP_DB
 from vpcli.metrics.segmentation import HVP_MOVING_CLASSES, MIoU
-from vpcli.metrics.ssim import MS_SSIM_WEIGHTS, MSSSIM, SSIM
+from vpcli.metrics.ssim import MS_SSIM3_WEIGHTS, MS_SSIM_WEIGHTS, MSSSIM, MSSSIM3, SSIM
 
-METRICS: dict[str, type] = {cls.name: cls for cls in (PSNR, SSIM, MSSSIM, LPIPS, CSIM, MSE, MAE, BCE, MIoU, EPE, FVD)}
+METRICS: dict[str, type] = {cls.name: cls for cls in (PSNR, SSIM, MSSSIM, MSSSIM3, LPIPS, CSIM, MSE, MAE, BCE, MIoU, EPE, FVD)}
 _ALIASES = {"msssim": "ms-ssim", "iou": "miou", "vgg-csim": "csim", "cosine": "csim"}
 
 _DESCRIPTIONS = {
     "psnr": "peak signal-to-noise ratio per frame, dB (identical frames capped at 100 dB)",
     "ssim": "structural similarity per frame (11x11 Gaussian, sigma 1.5)",
     "ms-ssim": "multi-scale SSIM per frame (5 scales; frames >= 161 px)",
+    "ms-ssim-3": "multi-scale SSIM over 3 scales (weights renormalised; frames >= 41 px; not the 5-scale value)",
     "lpips": "LPIPS v0.1 perceptual distance per frame (AlexNet or VGG16)",
     "csim": "VGG16 cosine similarity per frame",
     "mse": "mean squared error per frame",
@@ -90,6 +91,6 @@ _register_all()
 
 __all__ = [
     "BCE", "BCE_EPS", "CSIM", "EPE", "FVD", "FVD_MIN_VIDEOS", "FVD_RECOMMENDED_VIDEOS", "HVP_MOVING_CLASSES", "LPIPS",
-    "MAE", "METRICS", "MSE", "MSSSIM", "MS_SSIM_WEIGHTS", "PSNR", "PSNR_CAP_DB", "SSIM", "MIoU",
+    "MAE", "METRICS", "MSE", "MSSSIM", "MSSSIM3", "MS_SSIM3_WEIGHTS", "MS_SSIM_WEIGHTS", "PSNR", "PSNR_CAP_DB", "SSIM", "MIoU",
     "SmallSampleWarning", "get_metric",
 ]

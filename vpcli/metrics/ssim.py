@@ -20,6 +20,10 @@ With an 11-pixel window the coarsest scale must still hold the window, so the sh
 must exceed ``(11 - 1) * 2**4 = 160`` pixels; smaller frames raise an error naming the size and
 the options (a smaller ``win_size``, or fewer ``weights``) — values computed with other settings
 are not comparable with published MS-SSIM numbers, which is why nothing is adapted silently.
+
+``ms-ssim-3`` is the explicit small-frame variant: the first three scales, their standard weights
+renormalised to sum 1 (``MS_SSIM3_WEIGHTS``), defined from 41 px; its name says it is not the
+5-scale number.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from vpcli.errors import DataFormatError
 from vpcli.metrics._checks import check_batch_size, check_pair, chunks, flatten_frames
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MS_SSIM3_WEIGHTS = tuple(w / sum(MS_SSIM_WEIGHTS[:3]) for w in MS_SSIM_WEIGHTS[:3])
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5, *, dtype: torch.dtype = torch.float32,
@@ -163,3 +168,13 @@ class MSSSIM:
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return ms_ssim(pred, target, **self.kwargs)
+
+
+class MSSSIM3(MSSSIM):
+    """MS-SSIM over the first three scales (``MS_SSIM3_WEIGHTS``): defined on frames of 41 px and
+    more (64x128 clips), not comparable with 5-scale MS-SSIM."""
+
+    name = "ms-ssim-3"
+
+    def __init__(self, **kwargs):
+        super().__init__(**{"weights": MS_SSIM3_WEIGHTS, **kwargs})

@@ -42,10 +42,13 @@ EXTRA_KINDS = ("image", "mask", "flow")
 @dataclass(frozen=True)
 class Extra:
     """A named map a predictor reports beside its outputs: ``image`` (C channels in [0, 1]),
-    ``mask`` (1 channel in [0, 1]) or ``flow`` (2 channels, pixels; ``description`` says which way)."""
+    ``mask`` (1 channel in [0, 1]) or ``flow`` (2 channels, pixels; ``description`` says which way).
+    ``always``: `vpcli predict` writes it without ``--save-components`` (a result of the method,
+    e.g. SADM's dis-occlusion mask, rather than an internal component)."""
 
     kind: str
     description: str
+    always: bool = False
 
     def __post_init__(self):
         if self.kind not in EXTRA_KINDS:

@@ -51,19 +51,21 @@ class CopyLastLabelsConfig:
           description="repeat the last context frame and its label map (the floor of label forecasting)")
 class CopyLastLabels(CopyLast):
     """copy-last for methods that forecast label maps (HVP, SADM): the last context frame and its
-    labels, unchanged. Reads labels like those methods do (companions or a segmenter)."""
+    labels, unchanged, and so zero flow (the floor of SADM's flow EPE). Reads labels like those
+    methods do (companions or a segmenter)."""
 
     name = "copy-last-labels"
     inputs = frozenset({"rgb", "labels"})
-    outputs = frozenset({"frames", "labels"})
+    outputs = frozenset({"frames", "labels", "flow"})
 
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1,
                 generator: torch.Generator | None = None, *, want_extras: bool = False) -> Iterator[StepRecord]:
         last = context["rgb"][:, -1].unsqueeze(1).expand(-1, samples, -1, -1, -1)     # (B, S, C, H, W)
         labels = context["labels"][:, -1].unsqueeze(1).expand(-1, samples, -1, -1)    # (B, S, H, W)
+        still = last.new_zeros(1, 1, 2, 1, 1).expand(*last.shape[:2], 2, *last.shape[-2:])
         for _ in range(horizon):
-            yield StepRecord(frames=last, labels=labels)
+            yield StepRecord(frames=last, labels=labels, flow=still)
 
 
 @dataclass
