@@ -19,6 +19,13 @@ def no_internet(monkeypatch, tmp_path_factory):
         monkeypatch.setenv("VPCLI_CACHE", str(tmp_path_factory.getbasetemp() / "vpcli_cache"))
 
 
+@pytest.fixture
+def bundled_manifest_only(monkeypatch):
+    """Only the manifest vpcli ships (no user VPCLI_MANIFEST): tests of the bundled checkpoints;
+    no_internet below gives the offline cache."""
+    monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Torch on one intra-op thread for every test: the test machines share two busy cores, where

@@ -16,9 +16,7 @@ from vpcli.io.video import write_video
 SADM = "sadm-synthstreet"
 
 
-@pytest.fixture(autouse=True)
-def only_the_bundled_manifest(monkeypatch):  # conftest's no_internet gives the offline cache
-    monkeypatch.delenv("VPCLI_MANIFEST", raising=False)
+pytestmark = pytest.mark.usefixtures("bundled_manifest_only")  # see tests/conftest.py
 
 
 def test_bundled_sadm_beats_copy_last_frames_and_zero_flow_on_held_out_scenes(tmp_path):

@@ -86,7 +86,8 @@ Decisions (the paper leaves these open):
 * **No VGG**: no pretrained VGG is available offline, so eq. 13's perceptual term is replaced by
   L1 to the real frame (``lambda_per`` = 10); gamma = eta = 0.1 for the adversarial terms (LSGAN,
   CycleGAN's: at 1 they summed to ~4.5 over a clip against ~8 for the L1 terms, the frame
-  discriminator won (its loss 0.08) and the generator drifted from the warped frame); the discriminators see the predicted labels with fakes and the real labels with
+  discriminator won (its loss 0.08) and the generator drifted from the warped frame); the
+  discriminators see the predicted labels with fakes and the real labels with
   real frames; the fakes' condition is blanked where the real labels are ignore (255), as the real
   condition is, so that the condition alone does not tell real from fake.
 """
@@ -167,6 +168,17 @@ class SADMConfig:
     def num_groups(self) -> int:
         return self.label_classes if self.class_groups is None else max(self.class_groups) + 1
 
+    @property
+    def conv_groups(self) -> int:
+        """Groups of the dynamics' convolutions: one per class, or 1 for the single-class baseline
+        (which also has one flow head instead of one per class)."""
+        return 1 if self.single_class else self.num_groups
+
+    @property
+    def group_inputs(self) -> int:
+        """Input channels of each group: [m_c, f_c], or the baseline's [all C masks, flow]."""
+        return self.num_groups + 2 if self.single_class else 3
+
 
 def boundary_weight(labels: torch.Tensor, alpha: float, variance: float) -> torch.Tensor:
     """Eq. 7's ``1 + alpha * G * grad(m)``: ``(N, H, W)`` ids -> ``(N, H, W)`` weights."""
@@ -232,7 +244,7 @@ def channels_last_convs(*modules: nn.Module) -> None:
     the layout from the input or the weight), except the ConvLSTM gates. On CPU the full-resolution
     grouped convolutions (stem, up-sampling, heads) run 4-8x faster that way in training, while the
     gates at the state's resolution run faster in NCHW (measured with torch.profiler on a dynamics
-    step of sadm-street-cpu, batch 8, bf16, AVX512, one thread: 3.7 s against 8.1 s in all;
+    step of sadm-street-cpu, batch 8, bf16, AVX512, one thread: 3.4 s against 8.7 s in all;
     benchmarks/bench_sadm.py times the cells). Loading weights keeps the layout; saved files are
     contiguous."""
     for module in modules:
@@ -258,11 +270,8 @@ class Dynamics(nn.Module):
         self.cfg = c = cfg
         k, hid = cfg.num_groups, cfg.hidden
         self.k = k
-        # g: the convolutions' groups; n: the flows (one per class, or the baseline's one)
-        g, n = (1, 1) if c.single_class else (k, k)
-        self.g, self.nflow = g, n
-        cin = k + 2 if c.single_class else 3
-        self.stem = _grouped_stem(g, cin, k * c.stem_width // g, c.downsample)      # [m_c, f_c] per class
+        g = c.conv_groups                                                           # also the number of flows
+        self.stem = _grouped_stem(g, c.group_inputs, k * c.stem_width // g, c.downsample)   # [m_c, f_c] per class
         self.encoder = GroupedConvLSTMCell(g, k * c.stem_width // g, k * hid // g)  # phi_c (eq. 1)
         self.mlp = nn.Sequential(nn.Conv2d(k * hid, c.mlp_hidden, 1), nn.ReLU(inplace=True),
                                  nn.Conv2d(c.mlp_hidden, k * hid, 1))               # MLP_c (eq. 2)
@@ -273,7 +282,7 @@ class Dynamics(nn.Module):
                    nn.LeakyReLU(0.2, inplace=True)]
         self.up = nn.Sequential(*up)
         self.mask_head = nn.Conv2d(k * hid, k, 3, 1, 1, groups=g)                   # psi_{c,m} (eq. 3)
-        self.flow_head = nn.Conv2d(k * hid, 2 * n, 3, 1, 1, groups=g)               # psi_{c,f}
+        self.flow_head = nn.Conv2d(k * hid, 2 * g, 3, 1, 1, groups=g)               # psi_{c,f}
         self.fusion = nn.Sequential(nn.Conv2d(k, c.fusion_width, 3, 1, 1), nn.ReLU(inplace=True),
                                     nn.Conv2d(c.fusion_width, c.fusion_width, 3, 1, 1), nn.ReLU(inplace=True),
                                     nn.Conv2d(c.fusion_width, k, 3, 1, 1))          # psi^cnn (eq. 4)
@@ -305,7 +314,7 @@ class Dynamics(nn.Module):
         e, state = self.decoder(context, state)                                     # e_c^t (N, C*hid, h, w)
         e = self.up(e)
         m_c = torch.sigmoid(self.mask_head(e))                                      # (N, C, H, W)
-        f_c = self.flow_head(e).view(e.shape[0], self.nflow, 2, *e.shape[-2:]) * self.cfg.flow_scale
+        f_c = self.flow_head(e).view(e.shape[0], self.cfg.conv_groups, 2, *e.shape[-2:]) * self.cfg.flow_scale
         logits = self.fusion(m_c)
         probs = torch.softmax(logits, 1)                                            # eq. 4
         flow = f_c[:, 0] if self.cfg.single_class else (probs[:, :, None] * f_c).sum(1)   # eq. 5
@@ -318,9 +327,8 @@ class Posterior(nn.Module):
     def __init__(self, cfg: SADMConfig):
         super().__init__()
         k, hid = cfg.num_groups, cfg.hidden
-        g = 1 if cfg.single_class else k
-        cin = k + 2 if cfg.single_class else 3
-        self.stem = _grouped_stem(g, cin, k * cfg.stem_width // g, cfg.downsample)
+        g = cfg.conv_groups
+        self.stem = _grouped_stem(g, cfg.group_inputs, k * cfg.stem_width // g, cfg.downsample)
         self.lstm = GroupedConvLSTMCell(g, k * cfg.stem_width // g, k * hid // g)
         self.mu = nn.Conv2d(k * hid, k * hid, 3, 1, 1, groups=g)
         self.logvar = nn.Conv2d(k * hid, k * hid, 3, 1, 1, groups=g)
