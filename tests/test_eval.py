@@ -209,7 +209,7 @@ def test_unknown_metric_exits_2_listing_valid_names(capsys, tmp_path, identical)
     code, out, err = run(capsys, "eval", "--pred", pred, "--gt", gt, "--metric", "psnr,ssmi", "--out", tmp_path / "e")
     assert code == 2 and out == ""
     assert "unknown metric 'ssmi'" in err and "did you mean 'ssim'" in err
-    assert "valid metrics: bce, csim, epe, fvd, lpips, mae, miou, ms-ssim, mse, psnr, ssim" in err
+    assert "valid metrics: bce, csim, epe, fvd, lpips, mae, miou, ms-ssim, ms-ssim-3, mse, psnr, ssim" in err
 
 
 def test_fvd_with_too_few_videos_surfaces_the_metric_message(capsys, tmp_path):
