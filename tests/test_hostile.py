@@ -746,6 +746,41 @@ def test_a_signal_mid_run_removes_the_unfinished_output(tmp_path, clip, command,
     assert not (tmp_path / "evaluation").exists()
 
 
+SWALLOWED = """
+import os, signal, sys, time
+from vpcli.cli import app
+from vpcli.cli.progress import Progress
+
+class Finalised:
+    def __del__(self):  # the signal's exception is raised here, printed as "Exception ignored", dropped
+        os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+        time.sleep(0.2)
+
+try:
+    with app._sigterm_unwinds(), Progress(quiet=True) as progress:
+        progress.start("work", total=10)
+        Finalised()          # collected at once: the handler runs inside __del__
+        print("carried on", flush=True)
+        progress.update(1)   # the next progress update raises it again
+        print("never printed", flush=True)
+except KeyboardInterrupt:
+    print("interrupted")
+except app.Terminated:
+    print("terminated")
+"""
+
+
+@pytest.mark.parametrize("sig, word", [("SIGINT", "interrupted"), ("SIGTERM", "terminated")])
+def test_a_signal_whose_exception_is_swallowed_is_raised_again_at_the_next_progress_update(tmp_path, sig, word):
+    # Found by the signal test above on a loaded CPU: Ctrl-C landed in a finaliser, Python dropped
+    # its KeyboardInterrupt, and `vpcli predict` ran on for two minutes.
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", SWALLOWED, sig], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["carried", "on", word], (done.stdout, done.stderr)
+    assert "Exception ignored" in done.stderr
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_a_signal_stops_training_with_a_checkpoint_and_the_signal_s_exit_code(tmp_path, sig):
     # Training finishes instead of discarding: it stops after the current step and saves a

@@ -240,6 +240,20 @@ def test_copy_last_labels_predicts_a_still_scene_the_floor_of_the_flow_error():
     assert torch.allclose(err, torch.full_like(err, 25 / 256))
 
 
+def test_copy_last_labels_with_class_groups_writes_and_scores_each_group_as_its_smallest_id():
+    from vpcli.predictors.baselines import CopyLastLabels, CopyLastLabelsConfig
+    labels = torch.tensor([[[[0, 1, 2, 255]]]])                       # (B=1, T=1, H=1, W=4)
+    rgb = torch.zeros(1, 1, 3, 1, 4)
+    model = CopyLastLabels(CopyLastLabelsConfig(num_classes=3, class_groups=[0, 0, 1]))
+    rec = next(model.predict({"rgb": rgb, "labels": labels}, 1, 1))
+    assert rec.labels.flatten().tolist() == [0, 0, 2, 255]
+    assert model.scored_labels(labels[0, 0]).flatten().tolist() == [0, 0, 2, 255]
+    plain = CopyLastLabels(CopyLastLabelsConfig(num_classes=3))
+    assert torch.equal(plain.scored_labels(labels), labels)
+    with pytest.raises(ValueError, match="class_groups must use every group"):
+        CopyLastLabelsConfig(num_classes=3, class_groups=[0, 0, 2])
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

@@ -16,14 +16,14 @@ import typer
 from typer._click import exceptions as click_exceptions  # typer vendors click: its exception classes
 
 from vpcli import __version__
-from vpcli.cli import commands, data, weights
+from vpcli.cli import commands, data, interrupt, weights
 from vpcli.cli.common import print_error, print_usage_error, set_command, set_debug
 from vpcli.errors import VpcliError
 
 app = typer.Typer(
     name="vpcli",
-    help="Video prediction toolkit: predict future frames with SLAMP, SLAMP-Baseline or LMVP (HVP and SADM "
-         "are not built yet); segment and estimate flow; train; evaluate with PSNR/SSIM/LPIPS/FVD/mIoU.\n\n"
+    help="Video prediction toolkit: predict future frames with SLAMP, HVP, SADM or LMVP; segment and "
+         "estimate flow; train; evaluate with PSNR/SSIM/LPIPS/FVD/mIoU.\n\n"
          "Example: vpcli predict clip.mp4 --method slamp --horizon 30 --out preds/",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -74,7 +74,16 @@ def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - the signal module's si
     # While unwinding, further SIGTERMs are ignored so that the cleanup itself is not cut short
     # (SIGKILL still ends the process).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    interrupt.note(Terminated)
     raise Terminated()
+
+
+def _on_sigint(signum, frame) -> None:  # noqa: ARG001
+    """Ctrl-C: KeyboardInterrupt as by default, recorded so that it is raised again if swallowed."""
+    if os.getpid() != _owner_pid:
+        raise KeyboardInterrupt
+    interrupt.note(KeyboardInterrupt)
+    raise KeyboardInterrupt
 
 
 _owner_pid = os.getpid()
@@ -82,7 +91,9 @@ _owner_pid = os.getpid()
 
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """One handler for every command: SIGTERM raises :class:`Terminated` in the main thread.
+    """One handler for every command: SIGTERM raises :class:`Terminated` in the main thread, SIGINT
+    KeyboardInterrupt; both are recorded in :mod:`vpcli.cli.interrupt` and raised again by the
+    progress display if a raise was swallowed.
 
     `vpcli train` installs its own SIGINT/SIGTERM handler while it trains (stop at the next step
     and save a checkpoint) and puts this one back after.
@@ -93,11 +104,15 @@ def _sigterm_unwinds() -> Iterator[None]:
     except ValueError:  # not the main thread (vpcli called from a library thread): leave signals alone
         yield
         return
+    old_int = signal.signal(signal.SIGINT, _on_sigint)
     _owner_pid = os.getpid()
+    interrupt.clear()
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+        interrupt.clear()
 
 
 def main(argv: list[str] | None = None) -> None:

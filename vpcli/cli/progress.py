@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from vpcli.cli import interrupt
 from vpcli.cli.common import err_console
 
 ENV_EVERY = "VPCLI_PROGRESS_EVERY"
@@ -283,7 +284,9 @@ class Progress:
 
     def update(self, completed: int | None = None, *, total: Any = _KEEP, description: str | None = None,
                info: str | None = None, extra: str | None = None) -> None:
-        """Move the count to ``completed`` (and change what else is given)."""
+        """Move the count to ``completed`` (and change what else is given). Raises a Ctrl-C or
+        SIGTERM whose first raise was swallowed (:mod:`vpcli.cli.interrupt`)."""
+        interrupt.raise_pending()
         task = self.task
         if task is None:
             return

@@ -114,6 +114,33 @@ def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
     return F.one_hot(torch.where(valid, labels, 0), k).permute(0, 3, 1, 2).float() * valid[:, None]
 
 
+def check_class_groups(groups, classes: int) -> list[int] | None:
+    """Validate a class-merging map (the group of each of ``classes`` label ids, groups numbered
+    0..K-1 with none unused) and return it as ints; None stays None (one group per id)."""
+    if groups is None:
+        return None
+    out = [int(g) for g in groups]
+    if len(out) != classes or min(out) < 0:
+        raise ValueError(f"class_groups must give a group >= 0 for each of the {classes} label ids, got {groups!r}")
+    if sorted(set(out)) != list(range(max(out) + 1)):
+        raise ValueError(f"class_groups must use every group 0..{max(out)}, got {sorted(set(out))}")
+    return out
+
+
+def group_tables(groups: list[int] | None, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lookup tables of a class-merging map over ids 0..255: ``to_group[id]`` is the id's group
+    (255 and ids past ``classes`` -> 255), ``to_label[group]`` the smallest id of the group, the id
+    a model that forecasts groups writes. ``to_label[to_group[labels]]`` is the ground truth as such
+    a model sees it, which `vpcli eval` scores against (merged classes count as one)."""
+    groups = list(range(classes)) if groups is None else groups
+    k = max(groups) + 1
+    to_group = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+    to_group[:classes] = torch.tensor(groups)
+    rep = [min(i for i, g in enumerate(groups) if g == j) for j in range(k)]
+    to_label = torch.tensor(rep + [IGNORE_INDEX] * (256 - k))
+    return to_group, to_label
+
+
 def check_label_ids(labels: torch.Tensor, classes: int, knob: str) -> None:
     """Refuse label ids outside ``0..classes-1`` (255 = ignore is allowed), naming the first few and
     the model config key (``knob``) that sets the class count."""

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from vpcli.nn.convlstm import ConvLSTM
 from vpcli.predictors.base import Batch, Losses, Predictor, StepRecord, TrainState, TrainStep
+from vpcli.predictors.base import check_class_groups, group_tables
 from vpcli.registry import register
 
 
@@ -45,6 +46,13 @@ class CopyLast(Predictor):
 class CopyLastLabelsConfig:
     context: int = 2
     num_classes: int = 19
+    # Class-merging map as SADM's (the group of each id): the copied labels and the scored ground
+    # truth are then each id's group, written as its smallest id -- the baseline of a model that
+    # forecasts merged classes, scored the way that model is (`--set model.class_groups=[...]`).
+    class_groups: list | None = None
+
+    def __post_init__(self):
+        self.class_groups = check_class_groups(self.class_groups, self.num_classes)
 
 
 @register("predictor", "copy-last-labels", config_cls=CopyLastLabelsConfig,
@@ -58,11 +66,23 @@ class CopyLastLabels(CopyLast):
     inputs = frozenset({"rgb", "labels"})
     outputs = frozenset({"frames", "labels", "flow"})
 
+    def __init__(self, config: CopyLastLabelsConfig):
+        super().__init__(config)
+        to_group, to_label = group_tables(config.class_groups, config.num_classes)
+        self.register_buffer("to_group", to_group, persistent=False)
+        self.register_buffer("to_label", to_label, persistent=False)
+
+    def scored_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Ground truth as this baseline writes it (identity without ``class_groups``)."""
+        if self.config.class_groups is None:
+            return labels
+        return self.to_label[self.to_group[labels.clamp(0, 255)]]
+
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1,
                 generator: torch.Generator | None = None, *, want_extras: bool = False) -> Iterator[StepRecord]:
         last = context["rgb"][:, -1].unsqueeze(1).expand(-1, samples, -1, -1, -1)     # (B, S, C, H, W)
-        labels = context["labels"][:, -1].unsqueeze(1).expand(-1, samples, -1, -1)    # (B, S, H, W)
+        labels = self.scored_labels(context["labels"][:, -1]).unsqueeze(1).expand(-1, samples, -1, -1)  # (B, S, H, W)
         still = last.new_zeros(1, 1, 2, 1, 1).expand(*last.shape[:2], 2, *last.shape[-2:])
         for _ in range(horizon):
             yield StepRecord(frames=last, labels=labels, flow=still)

@@ -110,7 +110,7 @@ from vpcli.nn.gaussian_lstm import gaussian_kl, reparameterize
 from vpcli.nn.partial_conv import PartialConv2d
 from vpcli.nn.warp import invert_flow, warp_border
 from vpcli.predictors.base import Batch, Extra, Losses, Predictor, Stage, StepRecord, TrainState, TrainStep
-from vpcli.predictors.base import check_label_ids, one_hot
+from vpcli.predictors.base import check_class_groups, check_label_ids, group_tables, one_hot
 from vpcli.registry import register
 
 
@@ -145,14 +145,7 @@ class SADMConfig:
     def __post_init__(self):
         if not 1 <= self.label_classes < IGNORE:
             raise ValueError(f"label_classes must be in 1..{IGNORE - 1}, got {self.label_classes}")
-        if self.class_groups is not None:
-            groups = [int(g) for g in self.class_groups]
-            if len(groups) != self.label_classes or min(groups) < 0:
-                raise ValueError(f"class_groups must give a group >= 0 for each of the {self.label_classes} "
-                                 f"label ids, got {self.class_groups!r}")
-            if sorted(set(groups)) != list(range(max(groups) + 1)):
-                raise ValueError(f"class_groups must use every group 0..{max(groups)}, got {sorted(set(groups))}")
-            self.class_groups = groups
+        self.class_groups = check_class_groups(self.class_groups, self.label_classes)
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.disocclusion not in ("both", "occupancy", "semantic"):
@@ -417,12 +410,9 @@ class SADM(Predictor):
         self.disc_frame = PatchDiscriminator(c.channels + k, c.disc_width, c.disc_layers)
         self.disc_video = PatchDiscriminator3d(c.channels + k, c.disc_width, c.disc_layers)
         self.size_multiple = 2 ** max(c.downsample, c.inpaint_depth)
-        groups = c.class_groups if c.class_groups is not None else list(range(c.label_classes))
-        lut = torch.full((256,), IGNORE, dtype=torch.long)
-        lut[:c.label_classes] = torch.tensor(groups)
-        self.register_buffer("to_group", lut, persistent=False)
-        rep = [min(i for i, g in enumerate(groups) if g == j) for j in range(k)]
-        self.register_buffer("to_label", torch.tensor(rep + [IGNORE] * (256 - k)), persistent=False)
+        to_group, to_label = group_tables(c.class_groups, c.label_classes)
+        self.register_buffer("to_group", to_group, persistent=False)
+        self.register_buffer("to_label", to_label, persistent=False)
 
     def label_classes(self) -> int:
         return self.config.label_classes
