@@ -28,15 +28,22 @@ def test_bundled_hvp_beats_copy_last_frames_on_held_out_scenes(tmp_path):
     assert model["miou"]["mean"] > 0.2        # label forecasts are scored: far above chance (~0.05)
 
 
-def test_predict_method_hvp_on_a_plain_video_segments_and_writes_labels(tmp_path, capsys):
+def predict_plain_street_clip(tmp_path, capsys, method: str, frames: int, weights: str) -> tuple[dict, set[str]]:
+    """`vpcli predict --method METHOD` (no --weights) on a random 64x128 clip of ``frames`` frames,
+    3 steps, 2 samples: checks it exited 0 with ``weights`` as the default, labels from the bundled
+    segmenter; -> (meta.json, names written)."""
     rng = np.random.default_rng(0)
-    clip = write_video(tmp_path / "street.mp4", rng.integers(0, 255, (6, 64, 128, 3), dtype=np.uint8), fps=10,
+    clip = write_video(tmp_path / "street.mp4", rng.integers(0, 255, (frames, 64, 128, 3), dtype=np.uint8), fps=10,
                        lossless=True)
-    code, _, err = run(capsys, "predict", clip, "--method", "hvp", "--horizon", 3, "--samples", 2,
+    code, _, err = run(capsys, "predict", clip, "--method", method, "--horizon", 3, "--samples", 2,
                        "--out", tmp_path / "p")
     assert code == 0, err
     meta = json.loads((tmp_path / "p" / "street" / "meta.json").read_text())
-    assert meta["weights"]["name"] == HVP and meta["weights"]["default"] is True
+    assert meta["weights"]["name"] == weights and meta["weights"]["default"] is True
     assert meta["inputs"]["labels"] == "deeplabv3plus-mobilenet-synthstreet"
-    names = {p.name for p in (tmp_path / "p" / "street").iterdir()}
+    return meta, {p.name for p in (tmp_path / "p" / "street").iterdir()}
+
+
+def test_predict_method_hvp_on_a_plain_video_segments_and_writes_labels(tmp_path, capsys):
+    _, names = predict_plain_street_clip(tmp_path, capsys, "hvp", 6, HVP)
     assert {"sample_001.mp4", "sample_000.labels", "frames_labels_sample_000.mp4"} <= names
