@@ -167,6 +167,11 @@ class SADMConfig:
         (which also has one flow head instead of one per class)."""
         return 1 if self.single_class else self.num_groups
 
+    def group_width(self, width: int) -> int:
+        """Channels of each conv group for ``width`` channels per class: the same total width
+        (C * width) whether it is split into C groups or kept as one (the baseline)."""
+        return self.num_groups * width // self.conv_groups
+
     @property
     def group_inputs(self) -> int:
         """Input channels of each group: [m_c, f_c], or the baseline's [all C masks, flow]."""
@@ -264,11 +269,11 @@ class Dynamics(nn.Module):
         k, hid = cfg.num_groups, cfg.hidden
         self.k = k
         g = c.conv_groups                                                           # also the number of flows
-        self.stem = _grouped_stem(g, c.group_inputs, k * c.stem_width // g, c.downsample)   # [m_c, f_c] per class
-        self.encoder = GroupedConvLSTMCell(g, k * c.stem_width // g, k * hid // g)  # phi_c (eq. 1)
+        self.stem = _grouped_stem(g, c.group_inputs, c.group_width(c.stem_width), c.downsample)  # [m_c, f_c] per class
+        self.encoder = GroupedConvLSTMCell(g, c.group_width(c.stem_width), c.group_width(hid))  # phi_c (eq. 1)
         self.mlp = nn.Sequential(nn.Conv2d(k * hid, c.mlp_hidden, 1), nn.ReLU(inplace=True),
                                  nn.Conv2d(c.mlp_hidden, k * hid, 1))               # MLP_c (eq. 2)
-        self.decoder = GroupedConvLSTMCell(g, k * hid // g, k * hid // g)           # psi_c (eq. 2)
+        self.decoder = GroupedConvLSTMCell(g, c.group_width(hid), c.group_width(hid))  # psi_c (eq. 2)
         up = []
         for _ in range(c.downsample):
             up += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(k * hid, k * hid, 3, 1, 1, groups=g),
@@ -321,8 +326,8 @@ class Posterior(nn.Module):
         super().__init__()
         k, hid = cfg.num_groups, cfg.hidden
         g = cfg.conv_groups
-        self.stem = _grouped_stem(g, cfg.group_inputs, k * cfg.stem_width // g, cfg.downsample)
-        self.lstm = GroupedConvLSTMCell(g, k * cfg.stem_width // g, k * hid // g)
+        self.stem = _grouped_stem(g, cfg.group_inputs, cfg.group_width(cfg.stem_width), cfg.downsample)
+        self.lstm = GroupedConvLSTMCell(g, cfg.group_width(cfg.stem_width), cfg.group_width(hid))
         self.mu = nn.Conv2d(k * hid, k * hid, 3, 1, 1, groups=g)
         self.logvar = nn.Conv2d(k * hid, k * hid, 3, 1, 1, groups=g)
 
@@ -580,7 +585,7 @@ class SADM(Predictor):
         for g, back in self.predict_dynamics(groups, context["flow"][:, :t0 - 1], horizon, s, generator):
             warped = warp_border(prev, back)
             omega = self.disocclusion(back, g, prev_g)
-            x = self.inpaint(warped, omega, one_hot(g, self.dynamics.k)).clamp(0, 1)
+            x = self.inpaint(warped, omega, one_hot(g, self.dynamics.k))              # in [0, 1]
             fwd = invert_flow(back)                                                    # previous frame -> this one
 
             def bs(v):
