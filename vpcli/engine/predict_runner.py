@@ -231,12 +231,12 @@ def load_context(path: Path, *, context: int, start: int | None, model, cfg, wei
 
 class _RecordWriter:
     """Writes the step records of one clip's ``S`` samples into the temporary output folder:
-    frames, labels, flow and the extras named in ``extras`` (of those the model declares), by kind."""
+    frames, labels, flow and the extras named in ``extras`` (names the model declares), by kind."""
 
     def __init__(self, tmp: Path, model, samples: int, *, extras: Collection[str], writer: Callable[..., Any],
                  outputs: list[str], geometry=None):
         self.tmp, self.model, self.samples = tmp, model, samples
-        self.extras = [n for n in model.extras if n in set(extras)]
+        self.extras = list(extras)
         self.geo = None if geometry is None or geometry.identity else geometry  # model -> clip pixels
         self.open, self.outputs = writer, outputs
         self.palette = getattr(model, "palette", None)
