@@ -15,10 +15,10 @@ import argparse
 import json
 import platform
 import sys
-import time
 from collections.abc import Callable
 
 import torch
+from _report import best_time  # benchmarks/, beside this script
 
 from vpcli.metrics import CSIM, LPIPS
 from vpcli.metrics.fvd import FVD
@@ -31,12 +31,7 @@ from vpcli.metrics.ssim import ms_ssim, ssim
 
 def _best_time(repeat: int, fn: Callable[..., object], *args: object) -> float:
     fn(*args)  # warm-up (oneDNN primitive creation, allocator)
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_time(lambda: fn(*args), repeat)
 
 
 def main(argv: list[str] | None = None) -> int:
