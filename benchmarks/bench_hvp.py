@@ -129,18 +129,22 @@ def is_synth_street(clip: Path) -> bool:
     return clip.is_dir() and (clip / "labels").is_dir() and (clip / "meta.json").is_file()
 
 
-def peak_rss(clip: Path, weights: str, horizon: int, out: Path, threads: int, extra: list[str]) -> dict:
-    cmd = cli("predict", str(clip), "--weights", weights, "--horizon", str(horizon), "--out", str(out),
-              "--threads", str(threads), *extra)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+def run_rss(cmd: list[str], threads: int, env: dict[str, str] | None = None) -> dict:
+    """Run ``cmd`` as the child of its own wrapper -> exit code, peak RSS (KiB), seconds, stderr's tail."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(env or {})}
     t = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", WRAPPER, json.dumps(cmd)], capture_output=True, text=True,
                           check=True, env=env, cwd=ROOT)
-    seconds = time.perf_counter() - t
-    res = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "seconds": time.perf_counter() - t}
+
+
+def peak_rss(clip: Path, weights: str, horizon: int, out: Path, threads: int, extra: list[str]) -> dict:
+    cmd = cli("predict", str(clip), "--weights", weights, "--horizon", str(horizon), "--out", str(out),
+              "--threads", str(threads), *extra)
+    res = run_rss(cmd, threads)
     if res["rc"] != 0:
         raise RuntimeError(f"vpcli predict exited {res['rc']}: {' '.join(cmd)}\n{res['stderr_tail']}")
-    return {"horizon": horizon, "peak_rss_mb": res["maxrss_kib"] / 1024, "seconds": seconds}
+    return {"horizon": horizon, "peak_rss_mb": res["maxrss_kib"] / 1024, "seconds": res["seconds"]}
 
 
 def bench_memory(clip: str | None, weights: str | None, horizons: tuple[int, int], threads: int, *,

@@ -68,6 +68,21 @@ def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
 # Memory: refuse a request that cannot fit before allocating it (the kernel's OOM killer gives
 # no message and leaves the half-written temporaries of the killed process behind).
 
+MEMORY_ENV = "VPCLI_MEMORY_LIMIT"  # overrides what is free: 4G, 512M, bytes; none = no check
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def parse_bytes(text: str) -> int | None:
+    """``4G`` / ``512M`` / ``1.5G`` / ``2GiB`` / ``123456`` -> bytes; ``none`` / ``off`` -> None (no limit)."""
+    s = text.strip().upper().removesuffix("B").removesuffix("I")
+    if s in ("NONE", "OFF", "0"):
+        return None
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*([KMGT]?)", s)
+    if not m:
+        raise UsageError(f"{MEMORY_ENV}={text!r} is not a size", "write it like 4G, 512M or a number of bytes, or none")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
 def _read_int(path: str) -> int | None:
     try:
         text = Path(path).read_text().strip()
@@ -99,7 +114,10 @@ def _cgroup_available() -> int | None:
 
 
 def available_memory(device: str = "cpu") -> int | None:
-    """Bytes that ``device`` can still allocate (None when it cannot be told)."""
+    """Bytes that ``device`` can still allocate (None when it cannot be told, or ``VPCLI_MEMORY_LIMIT``
+    is ``none``); ``VPCLI_MEMORY_LIMIT`` replaces the figure when set."""
+    if MEMORY_ENV in os.environ:
+        return parse_bytes(os.environ[MEMORY_ENV])
     kind = device.split(":")[0]
     if kind == "cuda":
         import torch

@@ -185,11 +185,13 @@ def clip_geometry(source: tuple[int, int], model, cfg, weights_info: dict[str, A
 
 def load_context(path: Path, *, context: int, start: int | None, model, cfg, weights_info: dict[str, Any],
                  size: tuple[int, int] | None = None, fit: str = "letterbox", callback: Callback | None = None,
-                 warnings_sink: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 warnings_sink: list[str] | None = None,
+                 check_geometry: Callable[[Any], Any] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read and adapt a clip's context frames -> (the model's ``uint8 (C, h, w, channels)``, the
     clip's own ``(C, H, W, 3)``, what was done; ``facts["geometry"]`` maps between the two).
 
-    Raises before decoding when the clip is too short or too small.
+    Raises before decoding when the clip is too short or too small, or when ``check_geometry``
+    (given the geometry) raises -- predict's memory check; what it returns is ``facts["memory"]``.
     """
     from vpcli.io.video import iter_frames, probe
     sink = warnings_sink if warnings_sink is not None else []
@@ -206,6 +208,10 @@ def load_context(path: Path, *, context: int, start: int | None, model, cfg, wei
         line = geo.describe(why)
         facts["conversions"].append(line)
         _warn(callback, f"{path}: {line}", sink)
+    if check_geometry is not None:
+        checked = check_geometry(geo)
+        if checked is not None:
+            facts["memory"] = checked
     with contextlib.closing(iter_frames(path, start=s, end=e)) as frames:
         source_ctx = np.stack(list(frames))  # C,H,W,3: only the context frames are held
     ctx = geo.frames_to_model(source_ctx) if not geo.identity else source_ctx
@@ -227,6 +233,21 @@ def load_context(path: Path, *, context: int, start: int | None, model, cfg, wei
     facts["source"] = {"kind": info.kind, "frames": info.num_frames, "height": info.height, "width": info.width,
                        "fps": round(info.fps, 3), "codec": info.codec}
     return ctx, source_ctx, facts
+
+
+def _encoder_memory(model, out_hw: tuple[int, int], context: int, horizon: int, samples: int, grid: bool,
+                    save_components: bool) -> tuple[int, int]:
+    """(bytes, bytes per sample) of the H.264 streams predict_clip opens (the layout of
+    :class:`_RecordWriter`), at the clip's size (:func:`vpcli.engine.memory.encoder_bytes`)."""
+    from vpcli.engine.memory import encoder_bytes
+    px = out_hw[0] * out_hw[1]
+    kinds = set(model.outputs)
+    per = (("frames" in kinds) + ("labels" in kinds) * (1 + 2 * ("frames" in kinds)) + ("flow" in kinds)
+           + sum(1 for e in model.extras.values() if save_components or e.always))
+    fixed = encoder_bytes(px, context)                                               # context.mp4
+    if grid and "frames" in kinds:
+        fixed += encoder_bytes(px * (min(samples, GRID_MAX_SAMPLES) + 1), context + horizon)
+    return fixed, encoder_bytes(px * per, horizon)
 
 
 class _RecordWriter:
@@ -378,9 +399,22 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
     t_start = time.perf_counter()
     n_ctx = context if context is not None else int(cfg.data.context)
     notes: list[str] = []
+
+    def check_memory(geo):  # before the clip is decoded (vpcli.engine.memory)
+        if torch.device(device).type != "cpu":
+            return None
+        from vpcli.engine.inputs import COMPANION
+        from vpcli.engine.memory import check_predict_memory
+        computed = frozenset(k for k in ("labels", "flow") if k in model.inputs and getattr(filler.cfg, k) != COMPANION)
+        return check_predict_memory(model, context=n_ctx, work=geo.work, samples=samples, fill=filler,
+                                    computed=computed, precision=precision,
+                                    writers=_encoder_memory(model, geo.out, n_ctx, horizon, samples, grid,
+                                                            save_components),
+                                    what=weights_info.get("name") or cfg.method)
+
     ctx, source_ctx, facts = load_context(path, context=n_ctx, start=start, model=model, cfg=cfg,
                                           weights_info=weights_info, size=size, fit=fit, callback=callback,
-                                          warnings_sink=notes)
+                                          warnings_sink=notes, check_geometry=check_memory)
     fps = facts["fps"]
     geo = facts["geometry"]
     c_len, h, w, ch = ctx.shape  # what the model sees
@@ -469,6 +503,8 @@ def predict_clip(path: Path, out_dir: Path, model, cfg, weights_info: dict[str, 
                                                          "description": model.extras[n].description} for n in extras},
             size=[out_h, out_w], model_size=[h, w], geometry=geo.as_meta(), channels=ch,
             source_size=facts["source_size"], conversions=facts["conversions"],
+            memory_check=facts.get("memory", "not probed (small, a device other than the CPU, or "
+                                             "VPCLI_MEMORY_LIMIT=none)"),
             warnings=notes, fps=fps, lossless=lossless, precision=precision, grid=grid and makes_frames,
             save_components=save_components, device=device, batch_size=1,
             outputs=sorted(outputs) + ["meta.json"],
