@@ -110,3 +110,16 @@ def test_fixed_size_weights_get_fewer_samples_as_the_fix(capsys, tmp_path, monke
     code, _, err = run(capsys, "predict", clip, "--weights", run_dir, "--horizon", 2, "--samples", n,
                        "--out", tmp_path / "q")
     assert code == 0, err
+
+
+def test_a_probe_that_cannot_run_skips_the_check_instead_of_failing_the_run(monkeypatch):
+    from vpcli.engine import memory
+
+    class Broken(torch.nn.Module):
+        inputs, size_multiple, config = frozenset({"rgb"}), 8, None
+
+        def predict(self, *a, **k):
+            raise RuntimeError("no probe for me")
+    monkeypatch.setenv(ENV, "1G")
+    facts = memory.check_predict_memory(Broken(), context=2, work=(1024, 1024), samples=1)
+    assert "the probe failed (RuntimeError: no probe for me)" in facts["skipped"]

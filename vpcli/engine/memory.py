@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_flatten
 from vpcli.engine.options import MEMORY_ENV as ENV
 from vpcli.engine import options
 from vpcli.engine.options import parse_bytes
-from vpcli.errors import InputError
+from vpcli.errors import InputError, VpcliError
 
 PROBE_PIXELS = 128 * 128     # probe area (pixels) for larger work sizes
 SKIP_PIXELS = 256 * 512      # work pixels x samples at or below which no probe runs
@@ -213,8 +213,13 @@ def check_predict_memory(model, *, context: int, work: tuple[int, int], samples:
     w_fixed, w_sample = writers
     if budget is None or (work[0] * work[1] * samples <= SKIP_PIXELS and w_fixed + w_sample * samples < 2 ** 28):
         return None
-    est = estimate(model, context=context, work=work, samples=samples, fill=fill, computed=computed,
-                   precision=precision)
+    try:
+        est = estimate(model, context=context, work=work, samples=samples, fill=fill, computed=computed,
+                       precision=precision)
+    except VpcliError:
+        raise   # e.g. the on-the-fly segmenter's weights are missing: the run would fail the same way
+    except Exception as e:  # noqa: BLE001 - a probe that cannot run must not stop a run that can
+        return {"skipped": f"the probe failed ({type(e).__name__}: {e}); no check was made"}
     tensors = est.bytes
     est = Estimate(**{**est.__dict__, "persistent": est.persistent + w_fixed,
                       "bytes": est.bytes + w_fixed + w_sample * samples})
