@@ -1,15 +1,18 @@
 """`vpcli predict`'s memory check (vpcli/engine/memory.py) against what the process really uses.
 
 For each bundled fully convolutional predictor (hvp-synthstreet, sadm-synthstreet), on one
-synth-street sequence of 512x1024 (companion labels and flow), `vpcli predict --horizon 3` runs
-in a fresh subprocess at ``--size 128x256`` and at the clip's own 512x1024 (and with
-``--samples 3`` at 512x1024), each under its own wrapper (peak RSS of the child, ru_maxrss).
-The estimate is read from each run's meta.json (``memory_check``: probe at about 128x128, scaled).
-Claim checked: the estimated growth from 128x256 to the large run is within 25% of the measured
-growth of peak RSS (the check plans with 80% of the budget). Then the refusal: the same 512x1024
-run under ``VPCLI_MEMORY_LIMIT=200M``, its exit code and seconds (load + probe, nothing decoded).
+synth-street sequence of 512x1024 (companion labels and flow), `vpcli predict --horizon H` runs
+in a fresh subprocess at ``--size 128x256`` (outputs still written at 512x1024: the same encoder
+streams), at the clip's own 512x1024, and at 512x1024 with ``--samples 3``, each under its own
+wrapper (peak RSS of the child, ru_maxrss). The estimates are read from each run's meta.json
+(``memory_check``: tensors probed at about 128x128 and scaled, plus the H.264 streams); a run too
+small to be probed gets the 512x1024 estimate less its tensors' growth. Claim checked: each
+estimated growth (128x256 -> 512x1024; 1 -> 3 samples) is within 25% of the measured growth of
+peak RSS (the check plans with 80% of the budget). With H >= 25 the encoders' look-ahead is full.
+Then the refusal: the 512x1024 run under ``VPCLI_MEMORY_LIMIT=200M``, its exit code and seconds
+(load + probe, nothing decoded).
 
-Run:  python benchmarks/bench_memory_check.py [--threads 1] [--json out.json]
+Run:  python benchmarks/bench_memory_check.py [--threads 1] [--horizon 3] [--weights NAME...] [--json out.json]
 """
 from __future__ import annotations
 
@@ -30,10 +33,10 @@ CASES = (("hvp-synthstreet", ("--labels-from", "companion")),
          ("sadm-synthstreet", ("--labels-from", "companion", "--flow-from", "companion")))
 
 
-def bench(weights: str, extra: tuple[str, ...], clip: Path, tmp: Path, threads: int) -> dict:
+def bench(weights: str, extra: tuple[str, ...], clip: Path, tmp: Path, threads: int, horizon: int) -> dict:
     def predict(tag: str, *args: str, limit: str = "64G") -> dict:
         out = tmp / f"{weights}_{tag}"
-        cmd = cli("predict", str(clip), "--weights", weights, "--horizon", "3", "--out", str(out),
+        cmd = cli("predict", str(clip), "--weights", weights, "--horizon", str(horizon), "--out", str(out),
                   "--threads", str(threads), *extra, *args)
         res = run_rss(cmd, threads, {"VPCLI_MEMORY_LIMIT": limit})
         meta = out / clip.name / "meta.json"
@@ -41,11 +44,15 @@ def bench(weights: str, extra: tuple[str, ...], clip: Path, tmp: Path, threads: 
         return {"rc": res["rc"], "peak_rss_mb": res["maxrss_kib"] / 1024, "seconds": res["seconds"],
                 "memory_check": check, "stderr_tail": res["stderr_tail"][-400:]}
 
-    small = predict("small", "--size", "128x256")      # 1 sample: not probed (small); estimated from the next
+    small = predict("small", "--size", "128x256")      # outputs still at 512x1024: its encoders are the big run's
     big1 = predict("native")
     big3 = predict("native_s3", "--samples", "3")
     c1, c3 = big1["memory_check"], big3["memory_check"]
-    est_small = c1["persistent_bytes"] + c1["bytes_per_pixel"] * 128 * 256   # the same line, at 128x256
+    cs = small["memory_check"]
+    if isinstance(cs, dict) and "estimate_bytes" in cs:  # probed (its streams at 512x1024 are the big run's)
+        est_small = cs["estimate_bytes"]
+    else:  # not probed: the big run's estimate less its tensors' growth from 128x256 (the same streams)
+        est_small = c1["estimate_bytes"] - c1["bytes_per_pixel"] * (512 * 1024 - 128 * 256)
     rows = []
     for name, lo, hi, est_lo, est_hi in (("128x256 -> 512x1024, 1 sample", small, big1, est_small, c1["estimate_bytes"]),
                                          ("1 -> 3 samples at 512x1024", big1, big3, c1["estimate_bytes"],
@@ -69,6 +76,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--horizon", type=int, default=3, help="predicted frames (the encoders fill after ~25)")
+    ap.add_argument("--weights", nargs="*", default=[w for w, _ in CASES], help="a subset of the cases")
     args = ap.parse_args(argv)
     res = {"machine": machine_info()}
     print(json.dumps(res["machine"]), flush=True)
@@ -77,7 +86,8 @@ def main(argv=None) -> int:
         subprocess.run(cli("data", "synth-street", "--out", str(tmp / "clip"), "--num", "1", "--length", "8",
                            "--size", "512x1024", "--seed", "7"), check=True, capture_output=True, cwd=ROOT)
         clip = tmp / "clip" / "seq_00000"
-        run_named(tuple((w, (lambda w=w, e=e: bench(w, e, clip, tmp, args.threads))) for w, e in CASES),
+        run_named(tuple((w, (lambda w=w, e=e: bench(w, e, clip, tmp, args.threads, args.horizon)))
+                        for w, e in CASES if w in args.weights),
                   args.json, res)
     return 0
 

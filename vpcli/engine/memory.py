@@ -24,11 +24,12 @@ is measured, not guessed:
 
 4. **Encoders.** Every MP4 stream predict writes holds an in-process libx264 encoder whose
    look-ahead buffers grow with the frames written, up to about :data:`ENCODER_BYTES_PER_PIXEL`
-   per pixel of the stream after :data:`ENCODER_FULL_AFTER` frames (measured with
-   ``VideoWriter``: 20 / 68 / 130-160 / 275-305 B per pixel after 3 / 10 / 30 / 60-100 frames of
-   256x512 .. 1024x2048 noise), so predict adds :func:`encoder_bytes` for its streams: at
-   512x1024 that is ~150 MiB per stream for a long horizon, as much as the model's tensors.
-   Streams are written at the clip's size: ``--size`` does not shrink them.
+   per pixel of the stream after :data:`ENCODER_FULL_AFTER` frames (measured with ``VideoWriter``
+   and its 10-frame look-ahead, each case in its own process: 35 / 67 / 130 / 131 B per pixel
+   after 3 / 10 / 20-30 / 100 frames of 256x512 noise, 156 for a lone writer, 99 and 82 at 512x1024
+   and 1024x2048), so predict adds :func:`encoder_bytes` for its streams: at 512x1024 about
+   80 MiB per stream for a long horizon. Streams are written at the clip's size: ``--size`` does
+   not shrink them.
 
 What the probe cannot see beyond that: memory that is not a tensor (OpenCV's DIS buffers, the
 decoder, Python objects) -- a few frames' worth, covered by the headroom.
@@ -53,8 +54,8 @@ from vpcli.errors import InputError, VpcliError
 PROBE_PIXELS = 128 * 128     # probe area (pixels) for larger work sizes
 SKIP_PIXELS = 256 * 512      # work pixels x samples at or below which no probe runs
 HEADROOM = 0.8               # the share of the budget a prediction may plan to use
-ENCODER_BYTES_PER_PIXEL = 310  # a libx264 stream's buffers once its look-ahead is full (docstring, 4.)
-ENCODER_FULL_AFTER = 60      # frames
+ENCODER_BYTES_PER_PIXEL = 160  # a libx264 stream's buffers once its look-ahead is full (docstring, 4.)
+ENCODER_FULL_AFTER = 25      # frames
 
 
 class PeakTensorBytes(TorchDispatchMode):

@@ -446,6 +446,13 @@ def _pal8_frame(rgb: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray((np.asarray(quantized), argb), format="pal8")
 
 
+# x264's default look-ahead (40 frames at preset medium) holds ~290 bytes per pixel per open
+# stream, and `vpcli predict` keeps several streams per sample open for the whole run. 10 frames
+# halve that (151 B/px) with the same file size and PSNR (568 vs 567 KiB, 37.31 vs 37.30 dB on a
+# 60-frame 256x512 synth-street clip at crf 18; each setting in its own process, peak RSS growth).
+X264_MEMORY = {"rc-lookahead": "10"}
+
+
 class VideoWriter:
     """Write frames one at a time to a video file, an animated GIF, or a folder of PNGs.
 
@@ -570,11 +577,11 @@ class VideoWriter:
         if self.kind == "gif":
             codec, pix_fmt, options = "gif", "pal8", {}
         elif self.lossless:
-            codec, pix_fmt, options = "libx264rgb", "rgb24", {"qp": "0"}
+            codec, pix_fmt, options = "libx264rgb", "rgb24", {"qp": "0", **X264_MEMORY}
         else:
             # yuv420p subsamples chroma 2x2: an odd size keeps full chroma, so it is stored exactly
             pix_fmt = "yuv444p" if height % 2 or width % 2 else "yuv420p"
-            codec, options = "libx264", {"crf": str(int(self.crf))}
+            codec, options = "libx264", {"crf": str(int(self.crf)), **X264_MEMORY}
         try:
             self._container = av.open(str(self._tmp), "w", format=self._format)
             stream = self._container.add_stream(codec, rate=self._rate, options=options)
