@@ -269,3 +269,24 @@ def test_warning_events_print_one_line_on_stderr(capsys):
             assert err == "warning: something odd\n", cls
             assert out == ("" if cls is not TrainRenderer or not as_json else
                            json.dumps({"event": "warning", "message": "something odd"}) + "\n")
+
+
+def test_the_rate_of_work_reported_in_bursts_is_the_burst_rate():
+    """`vpcli eval` finishes its sequences in batches of 8 at once. Bursts further apart than the
+    rate window used to read as one sequence per burst period (an eval at 7.5 s/seq showed
+    60-90 s/seq and an ETA of 2 h for 12 minutes of work)."""
+    from vpcli.cli.progress import _Task
+    task = _Task("eval", 100, 0, "seq", "", "", False, 0.0)
+    worst = 0.0
+    for burst in range(1, 12):  # 8 sequences every 60 s: 7.5 s/seq
+        for k in range(8):
+            now = 60.0 * burst + 0.01 * k
+            task.advance_to(8 * (burst - 1) + k + 1, now)
+            if burst > 1:
+                worst = max(worst, (1 / task.rate()) / 7.5, 7.5 * task.rate())
+        assert abs(1 / task.rate() - 7.5) < 0.1, (burst, 1 / task.rate())  # right after each burst
+    assert worst < 2.0, worst  # and never off by more than 2x mid-burst
+    steady = _Task("train", 1000, 0, "steps", "", "", False, 0.0)
+    for i in range(1, 400):  # 10 steps/s, every update its own sample
+        steady.advance_to(i, 0.1 * i)
+    assert abs(steady.rate() - 10.0) < 0.05, steady.rate()

@@ -35,6 +35,7 @@ from vpcli.cli.common import err_console
 ENV_EVERY = "VPCLI_PROGRESS_EVERY"
 DEFAULT_EVERY_S = 5.0
 RATE_WINDOW_S = 30.0  # the rate follows the last 30 s: it adapts when the speed changes
+BURST_S = 1.0  # updates closer together than this are one burst (a batch finishing at once)
 BAR_MIN, BAR_SHORT, BAR_MAX = 10, 20, 40  # cells
 DESC_SHORTEST, DESC_MIN, DESC_LONG = 5, 12, 30
 _KEEP = object()
@@ -100,18 +101,25 @@ class _Task:
         self.started = self.last = now
         self.finished: float | None = None
         self.samples: deque[tuple[float, int]] = deque([(now, completed)])
+        self.burst = now  # when the latest burst of updates began
 
     def advance_to(self, completed: int, now: float) -> None:
         if completed < self.completed:  # counting restarted (the next stage of a training plan)
             self.samples = deque([(now, completed)])
         elif completed > self.completed:
-            self.samples.append((now, completed))
-            while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_S:
+            if len(self.samples) > 1 and now - self.burst < BURST_S:
+                self.samples[-1] = (now, completed)  # one burst of updates is one sample: its last
+            else:
+                self.samples.append((now, completed))
+                self.burst = now
+            # keep two intervals at least: work reported in bursts further apart than the window
+            # (eval's batches of sequences) would otherwise show one item per burst period
+            while len(self.samples) > 3 and now - self.samples[1][0] >= RATE_WINDOW_S:
                 self.samples.popleft()
         self.completed, self.last = completed, now
 
     def rate(self) -> float | None:
-        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        (t0, c0), t1, c1 = self.samples[0], self.last, self.completed
         return (c1 - c0) / (t1 - t0) if t1 > t0 and c1 > c0 else None
 
     def fields(self, now: float) -> dict[str, str]:
