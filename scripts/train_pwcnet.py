@@ -54,7 +54,8 @@ learning rate over ``--minutes`` of wall time (or ``--steps``), bf16 autocast.
     # into weights_manifest.yaml
 
 (The bundled model: a first 12-minute run of the full mix without the warm-up, then
-``--init`` that checkpoint, ``--minutes 80 --warm 0.3``; see its manifest entry's trained_on.
+``--init`` that checkpoint, ``--minutes 80 --warm 0.3``, a 22-minute stage at lr 1e-4, and last
+``--init pwcnet-slim-synth --minutes 110 --lr 2e-4 --warm 0 --seed 2``; see its manifest entry's trained_on.
 matplotlib's sample images come from its wheel: ``pip download matplotlib --no-deps`` and unzip
 ``matplotlib/mpl-data/sample_data/``.)
     python scripts/train_pwcnet.py --eval-only --weights pwcnet-slim-synth --street STREET   # the bundled model
