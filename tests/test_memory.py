@@ -123,3 +123,11 @@ def test_a_probe_that_cannot_run_skips_the_check_instead_of_failing_the_run(monk
     monkeypatch.setenv(ENV, "1G")
     facts = memory.check_predict_memory(Broken(), context=2, work=(1024, 1024), samples=1)
     assert "the probe failed (RuntimeError: no probe for me)" in facts["skipped"]
+
+
+def test_a_bad_limit_stops_predict_before_anything_loads(capsys, tmp_path, monkeypatch):
+    clip = _clip(tmp_path / "c.mp4", 64, 64)
+    monkeypatch.setenv(ENV, "12 apples")
+    code, _, err = run(capsys, "predict", clip, "--method", "copy-last", "--out", tmp_path / "p")
+    assert code == 2 and "VPCLI_MEMORY_LIMIT='12 apples' is not a size" in err and "inputs failed" not in err
+    assert not (tmp_path / "p").exists()

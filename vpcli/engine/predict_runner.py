@@ -63,6 +63,7 @@ The output folder is assembled under a temporary name and renamed when complete
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
@@ -616,6 +617,9 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     from vpcli.io.sources import collect_inputs
 
     o = options or PredictOptions()
+    from vpcli.engine.options import MEMORY_ENV, parse_bytes
+    if MEMORY_ENV in os.environ:  # a bad VPCLI_MEMORY_LIMIT is a usage error before anything loads
+        parse_bytes(os.environ[MEMORY_ENV])
     method = o.method if (o.weights is not None or o.method is not None) else "slamp"
     # Without --weights the method's manifest entries are the defaults: the first one for RGB clips
     # is loaded now (usage errors before any input), a greyscale clip gets the first one for grey
