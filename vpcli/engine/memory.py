@@ -12,16 +12,16 @@ is measured, not guessed:
    are still alive at the end; they are counted once, not scaled.
 2. **Scale.** Activations grow with the pixels and the samples (one batch), so the peak above the
    persistent part is scaled by the work size's pixels over the probe's, and by the samples: the
-   probe runs the samples asked for up to 4, and half as many, and extends the line through the two. A clip at or below :data:`PROBE_PIXELS` is probed at its
-   own size (nothing is scaled), and runs of at most :data:`SKIP_PIXELS` pixels x samples are not
-   probed at all (every bundled model needs well under 1 GiB there).
+   probe runs the samples asked for up to 4, and half as many, and extends the line through the
+   two. A clip at or below :data:`PROBE_PIXELS` is probed at its own size (nothing is scaled),
+   and runs of at most :data:`SKIP_PIXELS` pixels x samples are not probed at all (every bundled
+   model needs well under 1 GiB there).
 3. **Budget.** What the machine can give (:func:`vpcli.engine.options.available_memory`:
    ``MemAvailable``, or the cgroup's limit minus its usage when that is lower), or
    ``VPCLI_MEMORY_LIMIT`` (``4G``, ``512M``, bytes; ``none`` turns the check off; segment's and
    flow's checks read it too). The run is refused when the estimate exceeds
    :data:`HEADROOM` of it, with the largest ``--size`` (and, for fixed-size weights, the most
    ``--samples``) that fits -- a fix that exists.
-
 4. **Encoders.** Every MP4 stream predict writes holds an in-process libx264 encoder whose
    look-ahead buffers grow with the frames written, up to about :data:`ENCODER_BYTES_PER_PIXEL`
    per pixel of the stream after :data:`ENCODER_FULL_AFTER` frames (measured with ``VideoWriter``
@@ -36,19 +36,19 @@ decoder, Python objects) -- a few frames' worth, covered by the headroom.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from vpcli.engine.options import MEMORY_ENV as ENV
 from vpcli.engine import options
-from vpcli.engine.options import parse_bytes
+from vpcli.engine.options import MEMORY_ENV as ENV
+from vpcli.engine.options import gib, parse_bytes
 from vpcli.errors import InputError, VpcliError
 
 PROBE_PIXELS = 128 * 128     # probe area (pixels) for larger work sizes
@@ -106,19 +106,13 @@ def encoder_bytes(stream_pixels: float, frames: int) -> int:
     return int(stream_pixels * ENCODER_BYTES_PER_PIXEL * min(1.0, (frames + 3) / ENCODER_FULL_AFTER))
 
 
-def gib(n: float) -> str:
-    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Estimate:
-    bytes: int                 # tensor memory the prediction is expected to need at its peak
+    bytes: int                 # memory the prediction is expected to need at its peak
     persistent: int            # part of it that does not grow with size or samples (weights loaded on first use)
     per_pixel_sample: float    # bytes per work pixel per sample
     per_pixel: float           # bytes per work pixel, shared by the samples
     probe: tuple[int, int]     # the size probed (H, W)
-    work: tuple[int, int]
-    samples: int
 
     def at(self, work: tuple[int, int], samples: int) -> float:
         px = work[0] * work[1]
@@ -187,9 +181,8 @@ def estimate(model, *, context: int, work: tuple[int, int], samples: int, fill: 
     g_hi, g_lo = max(0, p_hi - kept), max(0, p_lo - kept)
     slope = max(0.0, (g_hi - g_lo) / (hi - lo)) if hi > lo else g_hi / hi
     shared = max(0.0, g_hi - slope * hi)
-    est = Estimate(bytes=0, persistent=kept, per_pixel_sample=slope / px, per_pixel=shared / px,
-                   probe=probe, work=tuple(work), samples=samples)
-    return Estimate(**{**est.__dict__, "bytes": int(est.at(work, samples))})
+    est = Estimate(bytes=0, persistent=kept, per_pixel_sample=slope / px, per_pixel=shared / px, probe=probe)
+    return dataclasses.replace(est, bytes=int(est.at(work, samples)))
 
 
 def _largest_size(est: Estimate, budget: float, work: tuple[int, int], samples: int, m: int) -> tuple[int, int] | None:
@@ -205,8 +198,7 @@ def _largest_size(est: Estimate, budget: float, work: tuple[int, int], samples: 
 
 def check_predict_memory(model, *, context: int, work: tuple[int, int], samples: int, fill: Callable | None = None,
                          computed: frozenset[str] = frozenset(), precision: str = "fp32", what: str = "the model",
-                         writers: tuple[int, int] = (0, 0),
-                         on_estimate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+                         writers: tuple[int, int] = (0, 0)) -> dict[str, Any] | None:
     """Raise :class:`InputError` when predicting at ``work`` with ``samples`` needs more memory than
     this machine (or ``VPCLI_MEMORY_LIMIT``) gives; returns what was measured (None when not probed).
     ``writers`` = (bytes of the output streams shared by the samples, bytes per sample)."""
@@ -222,14 +214,11 @@ def check_predict_memory(model, *, context: int, work: tuple[int, int], samples:
     except Exception as e:  # noqa: BLE001 - a probe that cannot run must not stop a run that can
         return {"skipped": f"the probe failed ({type(e).__name__}: {e}); no check was made"}
     tensors = est.bytes
-    est = Estimate(**{**est.__dict__, "persistent": est.persistent + w_fixed,
-                      "bytes": est.bytes + w_fixed + w_sample * samples})
+    est = dataclasses.replace(est, persistent=est.persistent + w_fixed, bytes=est.bytes + w_fixed + w_sample * samples)
     facts = {"estimate_bytes": est.bytes, "tensor_bytes": tensors, "encoder_bytes": w_fixed + w_sample * samples,
              "persistent_bytes": est.persistent,
              "bytes_per_pixel": est.per_pixel + est.per_pixel_sample * samples, "budget_bytes": budget,
              "budget_from": source, "probe": list(est.probe), "work": list(work), "samples": samples}
-    if on_estimate is not None:
-        on_estimate(facts)
     allowed = HEADROOM * budget
     if est.bytes <= allowed:
         return facts

@@ -139,8 +139,9 @@ def available_memory(device: str = "cpu") -> int | None:
     return min(found) if found else None
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2 ** 30:.1f} GiB"
+def gib(n: float) -> str:
+    """Bytes as ``1.5 GiB``, or ``300 MiB`` below a GiB (where one decimal of GiB says nothing)."""
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"
 
 
 def check_memory(need: int, device: str, what: str, hint: str) -> None:
@@ -151,7 +152,7 @@ def check_memory(need: int, device: str, what: str, hint: str) -> None:
     """
     have = available_memory(device)
     if have is not None and need > have:
-        raise UsageError(f"{what} needs about {_gib(need)} of memory on {device}, but only {_gib(have)} is free",
+        raise UsageError(f"{what} needs about {gib(need)} of memory on {device}, but only {gib(have)} is free",
                          hint)
 
 
