@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 import torch
-from test_predict import SLAMP_TINY, make_run, run
+from test_predict import SLAMP_TINY, make_run, moving_clip, run
 
 from vpcli.engine.loading import load_predictor
 from vpcli.engine.memory import ENV, PeakTensorBytes, _peak, available_bytes, estimate, parse_bytes
@@ -67,8 +66,7 @@ def test_the_budget_comes_from_the_environment_or_the_system(monkeypatch):
 
 
 def _clip(path, h, w, t=7):
-    rng = np.random.default_rng(0)
-    return write_video(path, rng.integers(0, 255, (t, h, w, 3), dtype=np.uint8), fps=10, lossless=True)
+    return write_video(path, moving_clip(t, h, w, grey=False), fps=10, lossless=True)
 
 
 def test_too_big_for_memory_is_refused_before_decoding_with_a_size_that_then_runs(capsys, tmp_path, monkeypatch):
