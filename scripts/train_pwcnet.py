@@ -84,6 +84,7 @@ import torch
 import torch.nn.functional as F
 from bundle import export_bundled
 
+from vpcli.data.camera_motion import EVAL_PHOTOS, HELD_OUT, SKIMAGE_TRAIN, SKLEARN_TRAIN, rgb_uint8
 from vpcli.preprocess.flow_cases import (
     astronaut_homography,
     centred_homography,
@@ -95,15 +96,11 @@ from vpcli.preprocess.flow_cases import (
 NAME = "pwcnet-slim-synth"
 WIDTH = 0.5
 EVAL_FACTOR = 4  # stereo pair downscale, as tests/test_flow_engine.py
-# Evaluation photographs: never trained on (skimage's cat is chelsea under another name).
-HELD_OUT_IMAGES = ("astronaut", "coffee", "chelsea", "cat", "rocket")
-EVAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket")
+# Evaluation photographs (never trained on) and training photographs: the same lists as the
+# camera-motion generator's (scikit-image's other images and scikit-learn's two sample images).
+HELD_OUT_IMAGES = HELD_OUT
+EVAL_IMAGES = EVAL_PHOTOS
 EVAL_SIZES = ((256, 384), (480, 640))
-# Training photographs: scikit-image's other images and scikit-learn's sample images.
-SKIMAGE_TRAIN = ("camera", "coins", "moon", "page", "text", "hubble_deep_field", "immunohistochemistry", "retina",
-                 "brick", "grass", "gravel", "cell", "colorwheel", "logo", "clock")
-SKLEARN_TRAIN = ("china.jpg", "flower.jpg")
-assert not set(SKIMAGE_TRAIN) & set(HELD_OUT_IMAGES)
 PIXELS = 2 * 256 * 384  # pixels per training step (batch = PIXELS // (h * w), at least 1)
 # Homography crop sizes (H, W; multiples of 64 so that no resize blurs the target) and their weights.
 CROP_SIZES = ((192, 256, 1.0), (256, 256, 1.0), (256, 384, 2.0), (320, 448, 1.0), (384, 512, 2.0), (448, 576, 1.0),
@@ -138,15 +135,6 @@ def init_msra(model) -> None:
 # Photographs and textures under known homographies
 
 
-def _rgb_uint8(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        img = (255 * (img.astype(np.float64) / max(float(img.max()), 1e-9))).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
-
-
 def load_textures(rng: np.random.Generator, extra: list[Path] = (), n_procedural: int = 24) -> list[np.ndarray]:
     """uint8 (H, W, 3) source images: photographs (never :data:`HELD_OUT_IMAGES`) + procedural noise."""
     import cv2
@@ -162,7 +150,7 @@ def load_textures(rng: np.random.Generator, extra: list[Path] = (), n_procedural
     for img in photos:
         # Pixel-scale detail (gravel, hubble) is not matchable after a sub-pixel move (measured on
         # the first model: training did not leave zero flow); a slight blur removes it.
-        out.append(cv2.GaussianBlur(_rgb_uint8(img), (0, 0), 0.8))
+        out.append(cv2.GaussianBlur(rgb_uint8(img), (0, 0), 0.8))
     n = 768
     for _ in range(n_procedural):  # sums of blurred colour noise at several scales: texture everywhere
         acc = np.zeros((n, n, 3), np.float32)
@@ -469,7 +457,7 @@ def heldout_photo(name: str, h: int, w: int) -> np.ndarray:
     import skimage.data as skd
 
     from vpcli.preprocess.flow_cases import photo_at
-    return photo_at(_rgb_uint8(getattr(skd, name)()), h, w)
+    return photo_at(rgb_uint8(getattr(skd, name)()), h, w)
 
 
 def heldout_homography_pairs(h: int, w: int):

@@ -83,8 +83,10 @@ def load_or_render(path: Path, **kw) -> tuple[np.ndarray, np.ndarray]:
 class SegFrames(torch.utils.data.Dataset):
     """Frames + labels as the training contract wants them: ``rgb`` (3,H,W) float in [0,1], ``labels`` (H,W)."""
 
-    def __init__(self, rgb: np.ndarray, labels: np.ndarray, *, augment: bool, seed: int = 0):
+    def __init__(self, rgb: np.ndarray, labels: np.ndarray, *, augment: bool, seed: int = 0,
+                 real_texture: bool = False):
         self.rgb, self.labels, self.augment, self.seed, self.epoch = rgb, labels, augment, seed, 0
+        self.real_texture = real_texture
 
     def __len__(self) -> int:
         return len(self.rgb)
@@ -108,12 +110,76 @@ class SegFrames(torch.utils.data.Dataset):
             if rng.random() < 0.5:
                 img, lab = img[:, ::-1], lab[:, ::-1]
             img = img.astype(np.float32) / 255.0
-            img = (img - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1)  # contrast, brightness
+            if self.real_texture:
+                img = real_texture(rng, np.ascontiguousarray(img), np.ascontiguousarray(lab))
+            else:
+                img = (img - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1)  # contrast, brightness
             img = np.clip(img, 0.0, 1.0)
         else:
             img = img.astype(np.float32) / 255.0
         return {"rgb": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),  # (3, H, W)
                 "labels": torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))}  # (H, W)
+
+
+def _photo_crop(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random crop of a training photograph (never the held-out ones), float (h, w, 3), at a
+    random scale."""
+    import cv2
+
+    from vpcli.data.camera_motion import _sources
+    photos = _sources("train")
+    src = photos[int(rng.integers(len(photos)))]
+    z = rng.uniform(0.5, 2.5)  # source pixels per output pixel
+    ch, cw = min(src.shape[0], int(h * z)), min(src.shape[1], int(w * z))
+    y, x = rng.integers(0, src.shape[0] - ch + 1), rng.integers(0, src.shape[1] - cw + 1)
+    crop = cv2.resize(src[y:y + ch, x:x + cw], (w, h), interpolation=cv2.INTER_AREA if z > 1 else cv2.INTER_LINEAR)
+    return crop.astype(np.float32) / 255.0
+
+
+def real_texture(rng: np.random.Generator, img: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """Real-image statistics on a synthetic frame (float (H, W, 3) in [0, 1]):
+
+    * photographs composited in: with probability 0.6, one to three classes of the frame have
+      their texture replaced by a photograph's, recoloured to the class region's own mean and
+      spread per channel (the class keeps its colour and shape, its surface becomes a real one);
+      with probability 0.3, a whole-frame photograph is blended in at 10-30% (real clutter);
+    * colour: hue rotation, saturation, gamma, contrast, brightness and white balance;
+    * optics and sensor: Gaussian blur, noise, JPEG compression.
+    """
+    import cv2
+    h, w = lab.shape
+    if rng.random() < 0.6:
+        classes = [c for c in np.unique(lab) if c != 255 and (lab == c).mean() > 0.01]
+        for c in rng.permutation(classes)[:int(rng.integers(1, 4))]:
+            m = lab == c
+            tex = _photo_crop(rng, h, w)
+            # recoloured to the region's statistics (unrecoloured, a coin-textured sky taught
+            # that any texture may be sky)
+            mu, sd = img[m].mean(0), img[m].std(0) + 0.02
+            tmu, tsd = tex[m].mean(0), tex[m].std(0) + 1e-3
+            tex = (tex - tmu) / tsd * sd * rng.uniform(0.7, 2.0) + mu
+            alpha = rng.uniform(0.5, 1.0)
+            img[m] = (1 - alpha) * img[m] + alpha * tex[m]
+    if rng.random() < 0.3:
+        img = img * (1 - (a := rng.uniform(0.1, 0.3))) + a * _photo_crop(rng, h, w)
+    img = np.clip(img, 0, 1).astype(np.float32)
+    if rng.random() < 0.5:  # hue rotation and saturation in HSV
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-12, 12)) % 360
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.6, 1.4), 0, 1)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    img = np.clip(img, 0, 1) ** rng.uniform(0.7, 1.4)
+    img = (img - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.12, 0.12)
+    img = img * rng.uniform(0.85, 1.15, 3)
+    if rng.random() < 0.35:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.5))
+    if rng.random() < 0.5:
+        img = img + rng.normal(0, rng.uniform(0.005, 0.03), img.shape).astype(np.float32)
+    img = np.clip(img, 0, 1)
+    if rng.random() < 0.3:
+        ok, enc = cv2.imencode(".jpg", (img * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
+        img = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
+    return img.astype(np.float32)
 
 
 @torch.no_grad()
@@ -153,6 +219,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--real-texture", action="store_true",
+                    help="real-image augmentation (photograph textures, colour, blur, noise, JPEG): see real_texture")
+    ap.add_argument("--name", default=NAME, help="manifest name of the exported weights")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--export", type=Path, default=None, help="write the fp16 safetensors here")
@@ -190,7 +259,7 @@ def main(argv=None) -> int:
                       best_metric="val/miou", best_mode="max", seed=args.seed)
     if not args.eval_only:
         args.out.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(model, SegFrames(*train, augment=True, seed=args.seed), cfg, args.out,
+        trainer = Trainer(model, SegFrames(*train, augment=True, seed=args.seed, real_texture=args.real_texture), cfg, args.out,
                           val_set=SegFrames(*val, augment=False),
                           full_config={"method": "deeplabv3plus", "model": MODEL_CONFIG, "train": vars(args)},
                           callback=lambda e, r: log(json.dumps({"event": e, **{k: (round(v, 4) if isinstance(v, float) else v)
@@ -221,7 +290,7 @@ def main(argv=None) -> int:
                                          "frames": result["frames"], "seed": args.seed + 1000,
                                          "note": "mIoU over classes present in gt or prediction"}}
         entry = export_bundled(
-            model, args.export, name=NAME, task="segmenter", arch="deeplabv3plus",
+            model, args.export, name=args.name, task="segmenter", arch="deeplabv3plus",
             config={k: (list(v) if isinstance(v, tuple) else v) for k, v in MODEL_CONFIG.items()},
             trained_on=trained_on, metrics=metrics,
             description="DeepLabV3+ MobileNetV2 (ASPP/decoder 128 ch, separable) trained from scratch by "

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from vpcli import registry
 from vpcli.engine.run import list_presets, resolve_config
 from vpcli.errors import InputError
+from vpcli.nn.gaussian_lstm import gaussian_kl
 from vpcli.nn.warp import backward_warp
 from vpcli.predictors.base import TrainState
 from vpcli.predictors.slamp import (
@@ -444,6 +445,53 @@ def test_paper_hyperparameters_in_presets():
     assert (kth.train.batch_size, kth.train.optim.lr, kth.model_config().beta) == (20, 1e-4, 1e-6)
     assert kth.train.scheduled_sampling_k > 0 and mm.train.scheduled_sampling_k == 0
     assert resolve_config(None, "slamp-cityscapes").data.size == (128, 256)
+
+
+def _kl_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, 3, 4, 5, generator=g).mul_(0.5).requires_grad_() for _ in range(4)]
+
+
+def test_free_bits_zero_is_the_papers_kl():
+    m = tiny_slamp()
+    mu_q, lv_q, mu_p, lv_p = _kl_inputs()
+    assert torch.allclose(m._kl(mu_q, lv_q, mu_p, lv_p), ref_kl(mu_q, lv_q, mu_p, lv_p).sum())
+
+
+def test_free_bits_above_every_channel_equals_the_plain_kl_value_and_gradients():
+    mu_q, lv_q, mu_p, lv_p = _kl_inputs()
+    plain = tiny_slamp()._kl(mu_q, lv_q, mu_p, lv_p)
+    want = torch.autograd.grad(plain, [mu_q, lv_q, mu_p, lv_p])
+    m = tiny_slamp(free_bits=1e-6)  # far below each channel's mean KL
+    freed = m._kl(mu_q, lv_q, mu_p, lv_p)
+    got = torch.autograd.grad(freed, [mu_q, lv_q, mu_p, lv_p])
+    assert torch.allclose(freed, plain)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want))
+
+
+def test_free_bits_below_the_threshold_frees_the_posterior_and_still_trains_the_prior():
+    mu_q, lv_q, mu_p, lv_p = _kl_inputs()
+    kl = gaussian_kl(mu_q, lv_q, mu_p, lv_p).detach()
+    lam = float(kl.mean(dim=(0, 2, 3)).max()) + 1.0  # above every channel
+    value = tiny_slamp(free_bits=lam)._kl(mu_q, lv_q, mu_p, lv_p)
+    assert torch.allclose(value, torch.tensor(lam * kl.numel()))
+    want_p = torch.autograd.grad(kl_sum := gaussian_kl(mu_q.detach(), lv_q.detach(), mu_p, lv_p).sum(), [mu_p, lv_p])
+    assert kl_sum > 0
+    g_mu_q, g_lv_q, g_mu_p, g_lv_p = torch.autograd.grad(value, [mu_q, lv_q, mu_p, lv_p])
+    assert g_mu_q.abs().max() == 0 and g_lv_q.abs().max() == 0   # the posterior pays nothing
+    assert torch.allclose(g_mu_p, want_p[0]) and torch.allclose(g_lv_p, want_p[1])  # the prior keeps following it
+    with pytest.raises(ValueError, match="free_bits"):
+        SLAMPConfig(free_bits=-1.0)
+
+
+def test_free_bits_reach_the_training_loss():
+    x = clip(b=2, t=5)
+    losses = []
+    for fb in (0.0, 5.0):
+        m = tiny_slamp(free_bits=fb).train()
+        torch.manual_seed(0)
+        losses.append(m.loss({"rgb": x}, TrainState())["kl"])
+    assert losses[1] > losses[0]  # the floor lifts the reported KL of a fresh model
 
 
 def test_config_and_input_errors_are_clear():

@@ -18,7 +18,7 @@ from vpcli.cli.common import (
     run_per_input,
 )
 
-app = typer.Typer(help="Dataset tools (info, split, convert) and synthetic data generators (moving-digits, synth-street).\n\n"
+app = typer.Typer(help="Dataset tools (info, split, convert) and synthetic data generators (moving-digits, synth-street, camera-motion).\n\n"
                        "Example: vpcli data info clips/ --recursive", no_args_is_help=True)
 
 
@@ -163,3 +163,33 @@ def synth_street(
                          seed=seed, start_index=start, overwrite=overwrite, progress=progress)
     record = {"output": str(out), "sequences": [p.name for p in paths]}
     emit_json(record) if json else typer.echo(f"wrote {len(paths)} sequences of {length} frames at {h}x{w} -> {out}")
+
+
+@app.command("camera-motion")
+def camera_motion(
+    out: OutDir = Path("camera-motion"),
+    num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of clips.")] = 100,
+    length: Annotated[int, typer.Option(min=2, help="Frames per clip.")] = 16,
+    size: Annotated[str, typer.Option(metavar="HxW", help="Resolution.")] = "96x128",
+    photos: Annotated[str, typer.Option(help="train (never the held-out photographs), or heldout / astronaut / "
+                                               "coffee / chelsea / rocket for evaluation sets.")] = "train",
+    format: Annotated[str, typer.Option("--format", "-f", help="png (frame folders) or mp4 (lossless).")] = "png",
+    seed: Annotated[int, typer.Option(help="Base seed; clip i depends only on (seed, i).")] = 0,
+    json: Json = False, overwrite: Overwrite = False,
+) -> None:
+    """Camera pans, zooms, rotations and perspective motion over real photographs, with textured
+    objects moving in front: real textures with known kinds of motion, for training RGB predictors
+    (the same generator as --data synthetic:camera-motion).
+
+    Example: vpcli data camera-motion --out pans --num 200 --length 16 --size 96x128
+    """
+    from vpcli.cli.progress import counting
+    from vpcli.data.camera_motion import CameraMotionConfig, generate
+    from vpcli.io.sources import parse_size
+    h, w = parse_size(size)
+    config = CameraMotionConfig(height=h, width=w, length=length, photos=photos)
+    with counting("camera-motion", num, unit="clip", quiet=json) as progress:
+        paths = generate(out, num_clips=num, config=config, seed=seed, format=format, overwrite=overwrite,
+                         progress=progress)
+    record = {"output": str(out), "clips": [p.name for p in paths]}
+    emit_json(record) if json else typer.echo(f"wrote {len(paths)} clips of {length} frames at {h}x{w} -> {out}")

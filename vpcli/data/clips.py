@@ -824,8 +824,73 @@ class SynthStreetClips(Dataset):
         return item
 
 
+class CameraMotionClips(Dataset):
+    """``synthetic:camera-motion``: camera pans, zooms, rotations and perspective motion over real
+    photographs, with textured objects moving in front (:mod:`vpcli.data.camera_motion`),
+    rendered on the fly at ``size`` (default 64x128).
+
+    Item ``i`` is :func:`camera_motion.render_clip` with a seed derived from ``(seed, split, i)``.
+    ``streets=FOLDER`` mixes in windows of a folder of clips (e.g. ``vpcli data synth-street``
+    output) as a ``street_fraction`` of the items, chosen by hash of the index; they are resized to
+    ``size``. Other keyword arguments are :class:`CameraMotionConfig` fields (``photos=heldout``
+    renders the evaluation photographs: for test sets only).
+    """
+
+    def __init__(self, *, context: int = 4, future: int = 6, frame_step: int = 1, size=None,
+                 grayscale: bool = False, channels: int | None = None, num_clips: int = 10_000,
+                 split: str = "train", seed: int = 0, streets=None, street_fraction: float = 0.25, **config):
+        from vpcli.data import camera_motion
+
+        if channels is not None:
+            grayscale = channels == 1
+        if split not in SPLITS:
+            raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {split!r}", "use split='train'")
+        if not 0.0 <= float(street_fraction) <= 1.0:
+            raise UsageError(f"street_fraction must be in [0, 1], got {street_fraction!r}", "e.g. street_fraction=0.25")
+        self.module = camera_motion
+        self.length = context + future
+        self.frame_step = frame_step
+        self.span = (self.length - 1) * frame_step + 1
+        self.num_clips, self.split, self.seed = int(num_clips), split, int(seed)
+        h, w = _check_hw(size, "size") or (64, 128)
+        self.config = camera_motion.CameraMotionConfig.from_dict({"height": h, "width": w, "length": self.span,
+                                                                   **config})
+        self.grayscale = grayscale
+        self.street_fraction = float(street_fraction) if streets else 0.0
+        self.streets = None
+        if streets:
+            self.streets = ClipDataset(streets, context=context, future=future, frame_step=frame_step, size=(h, w),
+                                       split=split, channels=1 if grayscale else 3)
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def set_epoch(self, epoch: int) -> None:  # content depends on the index only
+        pass
+
+    def summary(self) -> dict:
+        out = {"source": "synthetic:camera-motion", "clips": self.num_clips, "windows": self.num_clips,
+               "window_frames": self.length, "frame_step": self.frame_step, "split": self.split,
+               "seed": self.seed, "size": [self.config.height, self.config.width], "photos": self.config.photos}
+        if self.streets is not None:
+            out["streets"] = {"fraction": self.street_fraction, "windows": len(self.streets)}
+        return out
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_clips:
+            raise IndexError(f"clip {index} out of range for {self.num_clips} clips")
+        key = _item_seed("camera-motion", self.seed, self.split, index)
+        meta = {"path": "synthetic:camera-motion", "sequence_id": f"{index:06d}", "start": 0, "index": int(index)}
+        if self.streets is not None and (key >> 64) % 10_000 < self.street_fraction * 10_000:
+            item = self.streets[key % len(self.streets)]
+            return {"rgb": item["rgb"], "meta": {**meta, "path": str(item["meta"]["path"])}}  # the keys collate
+        frames = self.module.render_clip(self.config, key % (2**63))[::self.frame_step]
+        return {"rgb": _to_item(frames, self.grayscale), "meta": meta}
+
+
 _SYNTHETIC = {"moving-digits": MovingDigitsClips, "moving_digits": MovingDigitsClips,
-              "synth-street": SynthStreetClips, "synth_street": SynthStreetClips}
+              "synth-street": SynthStreetClips, "synth_street": SynthStreetClips,
+              "camera-motion": CameraMotionClips, "camera_motion": CameraMotionClips}
 
 
 def _parse_value(text: str):
@@ -850,11 +915,12 @@ def make_dataset(spec, **kwargs) -> Dataset:
         name, _, query = text[len("synthetic:"):].partition("?")
         if name not in _SYNTHETIC:
             raise UsageError(f"unknown synthetic source {name!r}",
-                             "use synthetic:moving-digits or synthetic:synth-street")
+                             "use synthetic:moving-digits, synthetic:synth-street or synthetic:camera-motion")
         params = {k: _parse_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
         params.update(kwargs)
-        if _SYNTHETIC[name] is MovingDigitsClips and params.get("companions", "auto") in ("auto", None, ()):
-            params.pop("companions", None)  # "auto": moving digits simply have no labels or flow
+        if _SYNTHETIC[name] in (MovingDigitsClips, CameraMotionClips) and \
+                params.get("companions", "auto") in ("auto", None, ()):
+            params.pop("companions", None)  # "auto": these generators simply have no labels or flow
         try:
             return _SYNTHETIC[name](**params)
         except TypeError as e:

@@ -116,6 +116,8 @@ class _Common:
     prior_rnn_layers: int = 1         # args.py
     mask_channels: int = 64           # App. C.2: "64-channel filters at each layer"
     beta: float = 1e-4                # App. C.3 (MNIST); KL weight of Eq. 3
+    free_bits: float = 0.0            # not in the paper (0 = its plain beta KL): nats per latent channel
+                                      # and position, see _kl
     running_avg: bool = True          # App. C.2: average of all skips so far (args.py: always on)
     last_frame_skip: bool = True      # skips keep updating with generated frames (args.py: always on)
     batchnorm: BatchNormMode = "eval"  # BatchNorm statistics outside training: "eval" (running statistics)
@@ -137,6 +139,8 @@ class _Common:
             raise ValueError(f"street backbones need an even nf (widths nf * 3/2), got {self.nf}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
         if self.batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {self.batchnorm!r}")
 
@@ -426,6 +430,22 @@ class _SLAMPFamily(Predictor):
     def _flow_skips(self, skips: list, last_mskip: list | None) -> list:
         return skips
 
+    def _kl(self, mu_q, lv_q, mu_p, lv_p) -> torch.Tensor:
+        """KL(q || p) summed over the batch and latent units (Eq. 3's term). With ``free_bits`` > 0
+        (a deviation, off by default): free bits (Kingma et al. 2016) per latent channel, averaged
+        over the batch and positions -- a channel whose mean KL is below the threshold costs the
+        threshold and gives the posterior no gradient -- while the prior always gets the plain
+        KL's gradient, so it keeps following the posterior below the threshold (the idea of KL
+        balancing, Hafner et al. 2021). Above the threshold, value and gradients equal the plain KL's."""
+        lam = self.config.free_bits
+        if lam <= 0:
+            return gaussian_kl(mu_q, lv_q, mu_p, lv_p).sum()
+        to_post = gaussian_kl(mu_q, lv_q, mu_p.detach(), lv_p.detach())
+        to_prior = gaussian_kl(mu_q.detach(), lv_q.detach(), mu_p, lv_p).sum()
+        dims = [d for d in range(to_post.dim()) if d != 1]            # all but the channel axis
+        floored = to_post.mean(dim=dims).clamp(min=lam) * (to_post.numel() / to_post.shape[1])
+        return floored.sum() + (to_prior - to_prior.detach())        # value: the floored KL
+
     # --- inference ---------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1, generator: torch.Generator | None = None,
@@ -535,7 +555,7 @@ class SLAMP(_SLAMPFamily):
             mu_qm, lv_qm, st["posterior_motion"] = self.posterior_motion(h_motion, st.get("posterior_motion"))
             z_app = reparameterize(mu_qa, lv_qa, eps("app", t, mu_qa))
             z_mot = reparameterize(mu_qm, lv_qm, eps("motion", t, mu_qm))
-            kl = gaussian_kl(mu_qa, lv_qa, mu_pa, lv_pa).sum() + gaussian_kl(mu_qm, lv_qm, mu_pm, lv_pm).sum()
+            kl = self._kl(mu_qa, lv_qa, mu_pa, lv_pa) + self._kl(mu_qm, lv_qm, mu_pm, lv_pm)
         # Eq. 6: g^f_t = LSTM(h^f_{t-1}, z^f_t); the static predictor reads h_{t-1} and z^p_t.
         g_app, st["static"] = self.static_frame_predictor(torch.cat([cur_h, z_app], 1), st.get("static"))
         g_flow, st["dynamic"] = self.dynamic_frame_predictor(torch.cat([last_motion, z_mot], 1), st.get("dynamic"))
@@ -570,6 +590,6 @@ class SLAMPBaseline(_SLAMPFamily):
         else:
             mu_q, lv_q, st["posterior"] = self.posterior(post[0], st.get("posterior"))
             z = reparameterize(mu_q, lv_q, eps("app", t, mu_q))
-            kl = gaussian_kl(mu_q, lv_q, mu_p, lv_p).sum()
+            kl = self._kl(mu_q, lv_q, mu_p, lv_p)
         g, st["frame_predictor"] = self.frame_predictor(torch.cat([cur_h, z], 1), st.get("frame_predictor"))
         return g, g, kl                                  # one g_t feeds pixel and flow decoders
