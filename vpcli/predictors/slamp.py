@@ -284,6 +284,11 @@ class _SLAMPFamily(Predictor):
         super().__init__(config)
         c, nc = config, config.channels
         self.street = c.backbone in STREET
+        # Issue 15: the Cityscapes structure is fully convolutional (strided convs, ConvLSTMs and
+        # spatial latents, a decoder that up-samples to its skips' sizes), so predict runs it at
+        # the clip's own resolution padded to a multiple of 32; KITTI's adaptive pools and the
+        # 64x64 encoders' 1x1 latents fix their size.
+        self.size_multiple = 32 if c.backbone == "cityscapes" else None
         if self.street:
             # App. C: a shared encoder down-samples the frame; pixel (and motion) encoders act on it.
             pools, stride = (KITTI_POOLS, 1) if c.backbone == "kitti" else (None, 2)
