@@ -578,21 +578,17 @@ class PredictOptions(DeviceOptions):
             parse_size(self.size, "--size", min_side=MIN_SIDE)  # a bad --size: exit 2 before anything loads
 
 
-def _works_on(name: str, kind: str, method: str) -> str:
-    """`` (made for X; not for real video), the first M weights in the manifests for K clips``:
-    what a default entry's ``works_on`` says and why it was picked, for the one line."""
+def _works_on(name: str) -> str:
+    """`` (made for X; not for real video)``: what a default entry's ``works_on`` says, for the one line."""
     from vpcli.weights import load_manifests
     try:
         tags = load_manifests().get(name).works_on
     except Exception:  # noqa: BLE001 - the line is a courtesy; the entry itself loaded
-        tags = ()
-    why = f", the first {method} weights in the manifests for {kind} clips"
+        return ""
     if not tags:
-        return why
+        return ""
     made = ", ".join(t.replace("-", " ") for t in tags)
-    if "real-video" in tags:
-        return f" (made for {made}), the first {method} weights in the manifests made for real {kind} video"
-    return f" (made for {made}; not for real video){why}"
+    return f" (made for {made}{'' if 'real-video' in tags else '; not for real video'})"
 
 
 def context_length(context: int | str | None, cfg, weights_info: dict[str, Any]) -> int | None:
@@ -683,8 +679,9 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
         if winfo.get("default"):
             kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
             if winfo["name"] not in made_for:  # the manifests are read once per default model, not per clip
-                made_for[winfo["name"]] = _works_on(winfo["name"], kind, cfg.method)
-            note(f"no --weights given: using {winfo['name']}{made_for[winfo['name']]}")
+                made_for[winfo["name"]] = _works_on(winfo["name"])
+            note(f"no --weights given: using {winfo['name']}{made_for[winfo['name']]}, the first {cfg.method} "
+                 f"weights in the manifests for {kind} clips")
         samples = o.samples
         if getattr(model, "deterministic", False) and samples > 1:
             samples = 1
