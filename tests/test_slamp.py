@@ -13,7 +13,7 @@ from vpcli import registry
 from vpcli.engine.run import list_presets, resolve_config
 from vpcli.errors import InputError
 from vpcli.nn.gaussian_lstm import gaussian_kl
-from vpcli.nn.warp import backward_warp
+from vpcli.nn.warp import backward_warp, warp_border
 from vpcli.predictors.base import TrainState
 from vpcli.predictors.slamp import (
     SLAMP,
@@ -492,6 +492,27 @@ def test_free_bits_reach_the_training_loss():
         torch.manual_seed(0)
         losses.append(m.loss({"rgb": x}, TrainState())["kl"])
     assert losses[1] > losses[0]  # the floor lifts the reported KL of a fresh model
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+def test_warp_padding_decides_what_the_motion_branch_reads_outside_the_frame(padding):
+    m = lively(tiny_slamp("cityscapes", 3, warp_padding=padding)).eval()
+    x = clip(1, 3, 3, (64, 64))
+    rec = next(iter(m.predict({"rgb": x}, 1, samples=1, noise=keyed_noise, want_extras=True)))
+    flow, warped = rec.extras["flow"][:, 0], rec.extras["warped"][:, 0]
+    last = x[:, -1]
+    ring = torch.zeros(64, 64, dtype=torch.bool)
+    ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
+    # the lively model's flow points out of the frame somewhere on the rim: the case that differs
+    zeroed = backward_warp(last, flow)
+    leaves = (zeroed.sum(1)[0] == 0) & ring
+    assert leaves.any()
+    want = (warp_border(last, flow) if padding == "border" else zeroed).clamp(0, 1)
+    assert torch.allclose(warped, want, atol=1e-6)
+    if padding == "border":   # edge pixels continue the frame instead of turning black
+        assert (warped.sum(1)[0][leaves] > 0).all()
+    with pytest.raises(ValueError, match="warp_padding"):
+        SLAMPConfig(warp_padding="reflect")
 
 
 def test_config_and_input_errors_are_clear():

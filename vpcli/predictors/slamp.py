@@ -87,13 +87,15 @@ from vpcli.nn.gaussian_lstm import (
     reparameterize,
 )
 from vpcli.nn.se import SqueezeExcitation
-from vpcli.nn.warp import backward_warp
+from vpcli.nn.warp import backward_warp, warp_border
 from vpcli.predictors.base import Batch, Extra, Losses, Predictor, StepRecord, TrainState
 from vpcli.registry import register
 
 Backbone = Literal["dcgan64", "vgg64", "kitti", "cityscapes"]
 BatchNormMode = Literal["eval", "batch-per-sample"]
 BATCHNORM_MODES = ("eval", "batch-per-sample")
+WarpPadding = Literal["zeros", "border"]
+WARP_PADDINGS = ("zeros", "border")
 STREET = ("kitti", "cityscapes")
 # noise(kind, t, shape) -> standard-normal eps for latent `kind` ("app" / "motion") at target frame t;
 # shape is (B, S, *z) in predict and (B, *z) in loss.
@@ -118,6 +120,11 @@ class _Common:
     beta: float = 1e-4                # App. C.3 (MNIST); KL weight of Eq. 3
     free_bits: float = 0.0            # not in the paper (0 = its plain beta KL): nats per latent channel
                                       # and position, see _kl
+    warp_padding: WarpPadding = "zeros"  # x^f_t outside the frame: "zeros" (flow_utils.warp: samples whose
+                                      # footprint leaves the frame are 0) or "border" (not in the paper: the
+                                      # edge pixels continue; on real video any outward flow otherwise turns
+                                      # the frame's rim black, which the mask can only patch with the blurry
+                                      # appearance prediction)
     running_avg: bool = True          # App. C.2: average of all skips so far (args.py: always on)
     last_frame_skip: bool = True      # skips keep updating with generated frames (args.py: always on)
     batchnorm: BatchNormMode = "eval"  # BatchNorm statistics outside training: "eval" (running statistics)
@@ -141,6 +148,8 @@ class _Common:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
         if self.free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {self.free_bits}")
+        if self.warp_padding not in WARP_PADDINGS:
+            raise ValueError(f"warp_padding must be one of {', '.join(WARP_PADDINGS)}, got {self.warp_padding!r}")
         if self.batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {self.batchnorm!r}")
 
@@ -346,7 +355,10 @@ class _SLAMPFamily(Predictor):
         else:
             app = self.pixel_decoder(g_app, skips)
             flow = self.flow_decoder(g_flow, flow_skips)
-        warped = backward_warp(x_in, flow).clamp(0, 1)   # x^f_t (flow_utils.warp, then clamp as train_step)
+        if self.config.warp_padding == "border":
+            warped = warp_border(x_in, flow).clamp(0, 1)
+        else:
+            warped = backward_warp(x_in, flow).clamp(0, 1)   # x^f_t (flow_utils.warp, then clamp as train_step)
         mask = self.mask_decoder(torch.cat([app, warped], 1))
         return Decoded(app, flow, warped, mask, mask * app + (1 - mask) * warped)  # Eq. 1
 
