@@ -336,6 +336,33 @@ def test_default_weights_follow_the_clip_channels(capsys, tmp_path, runs, clips,
     assert frames(tmp_path / "p" / "rgb64" / "sample_000.mp4").shape[-1] == 3
 
 
+@pytest.mark.usefixtures("weights_env")  # empty bundled manifest
+def test_default_rgb_weights_prefer_a_bundled_entry_made_for_real_video(capsys, tmp_path, clips, monkeypatch):
+    """RGB clips get the first bundled entry tagged works_on: [real-video], ahead of earlier entries;
+    the line says which and why (and the first entry still wins when none is tagged, see above)."""
+    from vpcli.api import export_weights
+    manifests = []
+    for name, tags in (("tiny-streets", ["synthetic-streets"]), ("tiny-real", ["real-video"])):
+        run_dir = make_run(tmp_path / name, "slamp-mmnist-tiny", SLAMP_TINY + ["data.channels=3"])
+        path = Path(export_weights(run_dir, name)["manifest"])
+        doc = yaml.safe_load(path.read_text())
+        doc["weights"][0]["works_on"] = tags
+        path.write_text(yaml.safe_dump(doc))
+        manifests.append(str(path))
+    monkeypatch.setenv("VPCLI_MANIFEST", os.pathsep.join(manifests))  # the streets entry comes first
+    monkeypatch.setenv("VPCLI_CACHE", str(tmp_path / "cache"))
+    code, _, err = run(capsys, "predict", clips["rgb64"], "--horizon", 1, "--out", tmp_path / "p")
+    assert code == 0, err
+    assert "no --weights given: using tiny-real, the bundled slamp weights for RGB clips made for real video" in err
+    w = meta(tmp_path / "p" / "rgb64")["weights"]
+    assert w["name"] == "tiny-real" and w["default"] is True
+    monkeypatch.setenv("VPCLI_MANIFEST", manifests[0])  # no real-video entry: the first one, said as such
+    code, _, err = run(capsys, "predict", clips["rgb64"], "--horizon", 1, "--out", tmp_path / "q")
+    assert code == 0, err
+    assert ("using tiny-streets (made for synthetic streets; not for real video), the first slamp weights in the "
+            "manifests for RGB clips") in err
+
+
 def test_existing_output_is_refused_and_other_inputs_still_run(capsys, tmp_path, runs, clips):
     args = ["predict", clips["grey64"], clips["short"], "--weights", runs["slamp"], "--horizon", 1]
     code, _, err = run(capsys, *args, "--out", tmp_path / "p")

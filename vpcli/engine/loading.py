@@ -109,14 +109,27 @@ def _locate_path(text: str, registry_names: list[str]) -> tuple[Path, Path, str]
 
 
 def _default_entry(method: str, channels: int | None = None):
-    """The first predictor entry of the manifests whose arch is ``method`` and, when ``channels``
-    is given, whose config takes that many channels (else the first of the method; None if none)."""
+    """``(entry, why)``: the predictor entry of the manifests that predict uses without ``--weights``.
+
+    Among the entries whose arch is ``method`` (and, when ``channels`` is given, whose config takes
+    that many channels; else all of the method's), RGB clips get the first *bundled* one tagged
+    ``works_on: [real-video]`` -- a user's clip is real footage unless they say otherwise, and
+    only a bundled file is sure to load offline -- and otherwise the first in manifest order.
+    ``why`` completes predict's one line ("..., the ``why``"). ``(None, "")`` if the method has none."""
     from vpcli.weights import load_manifests
     entries = [e for e in load_manifests() if e.task == "predictor" and e.arch == method]
     if channels is not None:
         same = [e for e in entries if int((e.load_config().get("data") or {}).get("channels", 0)) == channels]
         entries = same or entries
-    return entries[0] if entries else None
+    if not entries:
+        return None, ""
+    kind = {1: "greyscale", 3: "RGB"}.get(channels, "")
+    clips = f" for {kind} clips" if kind else ""
+    if channels == 3:
+        real = [e for e in entries if "real-video" in e.works_on and e.source.kind == "bundled"]
+        if real:
+            return real[0], f"bundled {method} weights{clips} made for real video"
+    return entries[0], f"first {method} weights in the manifests{clips}"
 
 
 def _has_parameters(method: str, base: dict[str, Any], overrides: list[str]) -> bool:
@@ -151,7 +164,7 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
         registry.get("predictor", method)  # unknown method: exit 2 listing the valid ones
         base: dict[str, Any] = {"method": method}
         if _has_parameters(method, base, overrides):
-            entry = _default_entry(method, channels) if default_weights else None
+            entry, why = _default_entry(method, channels) if default_weights else (None, "")
             if entry is None:
                 raise UsageError(f"no bundled weights for {method} yet — {method} has trained parameters: "
                                  f"pass --weights {WEIGHTS_FORMS}",
@@ -159,6 +172,7 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
                                  "or a manifest name (vpcli weights list)")
             ckpt, base, info = _from_entry(entry)
             info["default"] = True
+            info["why"] = why
     else:
         if method is not None:
             registry.get("predictor", method)

@@ -677,11 +677,11 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
             note(f"{cfg.method} has no context length of its own: using {cfg.data.context} frames; pass "
                  "--context N, or --context WEIGHTS to take the context of the method it is compared with")
         if winfo.get("default"):
-            kind = "greyscale" if getattr(model.config, "channels", 3) == 1 else "RGB"
             if winfo["name"] not in made_for:  # the manifests are read once per default model, not per clip
                 made_for[winfo["name"]] = _works_on(winfo["name"])
-            note(f"no --weights given: using {winfo['name']}{made_for[winfo['name']]}, the first {cfg.method} "
-                 f"weights in the manifests for {kind} clips")
+            why = winfo["why"]
+            made = "" if "real video" in why else made_for[winfo["name"]]  # the reason already says it
+            note(f"no --weights given: using {winfo['name']}{made}, the {why}")
         samples = o.samples
         if getattr(model, "deterministic", False) and samples > 1:
             samples = 1
