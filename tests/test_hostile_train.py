@@ -65,5 +65,12 @@ def test_a_failed_start_writes_nothing(tmp_path, bad):
     out = tmp_path / "run"
     r = vpcli("train", *TINY, *bad, "--out", out)
     assert r.returncode in (1, 2) and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
-    assert not out.exists()  # the rerun is not refused as "already holds a run"
-    assert vpcli("train", *TINY, "--out", out).returncode == 0
+    assert not out.exists()  # so the rerun cannot be refused as "already holds a run"
+
+
+def test_the_corrected_rerun_trains_into_the_same_folder(tmp_path):
+    out = tmp_path / "run"
+    assert vpcli("train", *TINY, "--set", "model.hiden=3", "--out", out).returncode != 0
+    r = vpcli("train", *TINY, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert (out / "checkpoints" / "last.safetensors").is_file()
