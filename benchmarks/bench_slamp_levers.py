@@ -12,8 +12,9 @@ busy machine slows both sides alike:
    convolutions -- four 2x2 convolutions, one per output phase, and one 3x3 convolution with 4x the
    outputs followed by a pixel shuffle -- at the decoder's four shapes, forward and forward+backward
    (the rewrites are checked equal to the transposed convolution first).
-3. ``channels_last``: ``SLAMP.predict`` and a training step with the model and the clip in
-   channels-last memory format against the default, with the largest difference of the frames.
+3. ``channels_last``: ``SLAMP.predict`` and a training step with the model in channels-last memory
+   format against the default, with the largest difference of the frames; predict also for
+   slamp-real's structure (``slamp-real-cpu``) at 128x192 and 480x640, 1 clip x 4 samples.
 4. ``time_batched``: the encoder and pixel decoder run once over all T frames of a teacher-forced
    clip (B*T rows) against T calls of B rows, forward+backward.
 
@@ -137,29 +138,36 @@ def bench_deconv(batch: int, reps: int) -> dict:
     return out
 
 
-def bench_channels_last(batch: int, samples: int, reps: int) -> dict:
-    model, _ = build("slamp-mmnist", "cpu")
-    ctx = torch.rand(batch, 5, 1, 64, 64)
-    clip = torch.rand(batch, 15, 1, 64, 64)
+def bench_channels_last(batch: int, samples: int, reps: int, preset: str = "slamp-mmnist", size=(64, 64),
+                        channels: int = 1, context: int = 5, horizon: int = 10, train: bool = True) -> dict:
+    model, _ = build(preset, "cpu")
+    model.inference_channels_last = False   # build() gives a contiguous model; this case sets formats itself
+    ctx = torch.rand(batch, context, channels, *size)
+    clip = torch.rand(batch, 15, channels, *size)
 
     def predict(fmt):
         def run():
             model.eval().to(memory_format=fmt)
             gen = torch.Generator().manual_seed(0)
-            return torch.stack([r.frames for r in model.predict({"rgb": ctx}, 10, samples=samples, generator=gen)])
+            return torch.stack([r.frames for r in model.predict({"rgb": ctx}, horizon, samples=samples, generator=gen)])
         return run
 
-    def train(fmt):
+    def train_step(fmt):
         def run():
             model.train().to(memory_format=fmt)
             _step_fn(model, clip)()
         return run
     diff = (predict(torch.contiguous_format)() - predict(torch.channels_last)()).abs().max().item()
-    t = interleaved({"predict_nchw": predict(torch.contiguous_format), "predict_cl": predict(torch.channels_last),
-                     "train_nchw": train(torch.contiguous_format), "train_cl": train(torch.channels_last)}, reps)
-    return {"batch": batch, "samples": samples, "frames_max_abs_diff": diff, **{k: round(v, 3) for k, v in t.items()},
-            "ratio_predict": round(t["predict_cl"] / t["predict_nchw"], 3),
-            "ratio_train": round(t["train_cl"] / t["train_nchw"], 3)}
+    cases = {"predict_nchw": predict(torch.contiguous_format), "predict_cl": predict(torch.channels_last)}
+    if train:
+        cases.update(train_nchw=train_step(torch.contiguous_format), train_cl=train_step(torch.channels_last))
+    t = interleaved(cases, reps)
+    res = {"preset": preset, "size": list(size), "batch": batch, "samples": samples, "horizon": horizon,
+           "frames_max_abs_diff": diff, **{k: round(v, 3) for k, v in t.items()},
+           "ratio_predict": round(t["predict_cl"] / t["predict_nchw"], 3)}
+    if train:
+        res["ratio_train"] = round(t["train_cl"] / t["train_nchw"], 3)
+    return res
 
 
 def bench_time_batched(batch: int, reps: int, frames: int = 4) -> dict:
@@ -197,6 +205,10 @@ def main(argv=None) -> int:
         ("profile", lambda: bench_profile(args.batch)),
         ("deconv", lambda: bench_deconv(args.batch, args.reps)),
         ("channels_last", lambda: bench_channels_last(2, 10, args.reps)),
+        ("channels_last_real_128x192", lambda: bench_channels_last(1, 4, args.reps, "slamp-real-cpu", (128, 192), 3,
+                                                                   4, 6, train=False)),
+        ("channels_last_real_480x640", lambda: bench_channels_last(1, 4, args.reps, "slamp-real-cpu", (480, 640), 3,
+                                                                   4, 6, train=False)),
         ("time_batched", lambda: bench_time_batched(args.batch, args.reps)),
     ), args.json, {"machine": machine})
     return 0

@@ -198,7 +198,10 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
     model = entry.builder(cfg.model_config())
     if ckpt is not None:
         load_weights(model, ckpt)
-    return model.to(device).eval(), cfg, info
+    model = model.to(device).eval()
+    if device == "cpu" and getattr(model, "inference_channels_last", False):
+        model = model.to(memory_format=torch.channels_last)  # see the predictor's inference_channels_last
+    return model, cfg, info
 
 
 def context_of(weights: str | os.PathLike) -> int:

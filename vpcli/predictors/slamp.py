@@ -285,6 +285,12 @@ class _SLAMPFamily(Predictor):
         "average": Extra("image", "(x^p_t + x^f_t) / 2: both heads without the mask"),
     }
     heads = {"static": "pixel", "dynamic": "warped", "average": "average"}
+    # predict / eval (vpcli.engine.loading.load_predictor) hold the weights in channels-last memory
+    # format on the CPU: oneDNN's convolutions skip a reorder per call. Same frames to 2.5e-6;
+    # predict 0.667x the time at 480x640 and 0.901x at 128x192 (slamp-real's structure, 4 samples),
+    # 0.876x for slamp-mmnist (2 clips x 10 samples), on an AVX2 CPU, fp32, one thread
+    # (benchmarks/bench_slamp_levers.py). Training stays contiguous: there it was 1.17x slower.
+    inference_channels_last = True
     # Best checkpoint by the validation ELBO of Eq. 3 (L2 terms + beta KL), the objective itself: the
     # authors keep their last checkpoint and select none, so there is no published criterion.
     validation_metric = ("loss", "min")
