@@ -141,7 +141,6 @@ def bench_deconv(batch: int, reps: int) -> dict:
 def bench_channels_last(batch: int, samples: int, reps: int, preset: str = "slamp-mmnist", size=(64, 64),
                         channels: int = 1, context: int = 5, horizon: int = 10, train: bool = True) -> dict:
     model, _ = build(preset, "cpu")
-    model.inference_channels_last = False   # build() gives a contiguous model; this case sets formats itself
     ctx = torch.rand(batch, context, channels, *size)
     clip = torch.rand(batch, 15, channels, *size)
 

@@ -287,9 +287,10 @@ class _SLAMPFamily(Predictor):
     heads = {"static": "pixel", "dynamic": "warped", "average": "average"}
     # predict / eval (vpcli.engine.loading.load_predictor) hold the weights in channels-last memory
     # format on the CPU: oneDNN's convolutions skip a reorder per call. Same frames to 2.5e-6;
-    # predict 0.667x the time at 480x640 and 0.901x at 128x192 (slamp-real's structure, 4 samples),
-    # 0.876x for slamp-mmnist (2 clips x 10 samples), on an AVX2 CPU, fp32, one thread
-    # (benchmarks/bench_slamp_levers.py). Training stays contiguous: there it was 1.17x slower.
+    # predict 0.47x the time at 480x640 and 0.83x at 128x192 (slamp-real's structure, 1 clip x 4
+    # samples), 0.88x for slamp-mmnist (2 clips x 10 samples), on an AVX2 CPU, fp32, one thread
+    # (`python benchmarks/bench_slamp_levers.py --batch 8 --reps 3`). Training stays contiguous:
+    # there it was 1.08x slower (1.17x in a second run).
     inference_channels_last = True
     # Best checkpoint by the validation ELBO of Eq. 3 (L2 terms + beta KL), the objective itself: the
     # authors keep their last checkpoint and select none, so there is no published criterion.
