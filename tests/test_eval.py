@@ -698,3 +698,33 @@ def test_missing_weights_name_the_download_when_the_manifest_knows_them(monkeypa
     assert e["enable"].startswith("vpcli weights download i3d-kinetics400") and e["reason"].endswith("offline")
     e = em.missing_entry("lpips", WeightsError("no", "y"), "my.safetensors", lpips_net="vgg")
     assert e["weights"] == "my.safetensors" and "--metric-weights lpips=FILE holding the LPIPS heads with the vgg" in e["enable"]
+
+
+def test_native_channels_of_generators_and_folders(tmp_path):
+    from vpcli.data.clips import native_channels
+    assert native_channels("synthetic:moving-digits") == 1
+    assert native_channels("synthetic:moving-digits?channels=3") == 3
+    assert native_channels("synthetic:synth-street") == 3
+    assert native_channels("synthetic:camera-motion?grayscale=true") == 1
+    write_video(tmp_path / "rgb" / "a.mp4", clip(0, t=6, h=32, w=32), fps=10)
+    grey = np.repeat(clip(1, t=6, h=32, w=32)[..., :1], 3, axis=3)
+    write_video(tmp_path / "grey" / "a.mp4", grey, fps=10)
+    assert native_channels(tmp_path / "rgb") == 3 and native_channels(tmp_path / "grey") == 1
+    assert native_channels(tmp_path / "missing") is None and native_channels("synthetic:nope") is None
+
+
+def test_without_weights_the_default_matches_the_datas_channels(tmp_path):
+    """An RGB folder gets the RGB default (as predict picks it), not the first entry, which is the
+    greyscale digits model: before, eval scored RGB street clips as grey 64x64 digits frames."""
+    write_video(tmp_path / "rgb" / "a.mp4", clip(0, t=6, h=64, w=64), fps=10)
+    events: list[tuple[str, dict]] = []
+    r = evaluate(method="slamp", data=tmp_path / "rgb", split="all", samples=1, context=4, horizon=1,
+                 metric="psnr", out=tmp_path / "e", callback=lambda e, rec: events.append((e, rec)))
+    assert r["inputs"]["weights"]["name"] == "slamp-real" and r["inputs"]["channels"] == 3
+    said = [rec["message"] for e, rec in events if e == "warning"]
+    assert said == ["no --weights given: using slamp-real, the bundled slamp weights for RGB clips made for real video"]
+    grey = np.repeat(clip(1, t=8, h=64, w=64)[..., :1], 3, axis=3)
+    write_video(tmp_path / "grey" / "a.mp4", grey, fps=10)
+    r = evaluate(method="slamp", data=tmp_path / "grey", split="all", samples=1, context=5, horizon=1,
+                 metric="psnr", out=tmp_path / "g")
+    assert r["inputs"]["weights"]["name"] == "slamp-movingdigits" and r["inputs"]["channels"] == 1

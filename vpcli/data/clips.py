@@ -39,6 +39,7 @@ Synthetic sources: :func:`make_dataset` also accepts ``"synthetic:moving-digits"
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -69,7 +70,7 @@ from vpcli.errors import DataFormatError, InputError, UsageError, VideoError, Vp
 from vpcli.io.paths import list_folder, natural_key
 from vpcli.io.sources import is_companion
 
-__all__ = ["SPLITS", "ClipDataset", "MovingDigitsClips", "SynthStreetClips", "make_dataset"]
+__all__ = ["SPLITS", "ClipDataset", "MovingDigitsClips", "SynthStreetClips", "make_dataset", "native_channels"]
 
 SPLITS = ("train", "val", "test")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -927,6 +928,48 @@ def make_dataset(spec, **kwargs) -> Dataset:
             raise UsageError(f"synthetic:{name}: {e}",
                              "folder options (crop, window_stride, split_file, ...) do not apply to generators") from None
     return ClipDataset(text, **kwargs)
+
+
+def native_channels(spec) -> int | None:
+    """1 or 3: the channels a source's clips carry, or None when that cannot be told cheaply.
+
+    ``synthetic:NAME`` gives its generator's default (``channels`` / ``grayscale`` in the query
+    win); a folder, video or ``.npz`` gives its first clip's first frame (greyscale when it has one
+    channel or R = G = B). Used to pick a method's default weights for the data at hand, as
+    ``vpcli predict`` does per clip."""
+    import inspect
+
+    from vpcli.io.video import is_greyscale, iter_frames
+
+    text = os.fspath(spec)
+    if text.startswith("synthetic:"):
+        name, _, query = text[len("synthetic:"):].partition("?")
+        cls = _SYNTHETIC.get(name)
+        if cls is None:
+            return None
+        params = {k: _parse_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+        if params.get("channels") in (1, 3):
+            return int(params["channels"])
+        grey = params.get("grayscale", inspect.signature(cls).parameters["grayscale"].default)
+        return 1 if grey else 3
+    path = Path(text).expanduser()
+    if not path.exists():
+        return None
+    found = _discover(path, recursive=True)
+    if not found:
+        return None
+    rec = found[0][0]
+    try:
+        if rec.frames:
+            frame = _decode_image(rec.frames[0])[None]
+        elif rec.array is not None:
+            return 1  # moving-digits arrays are greyscale (T, H, W)
+        else:
+            with contextlib.closing(iter_frames(rec.video, start=rec.start, end=rec.start + 1)) as frames:
+                frame = np.stack(list(frames))
+    except VpcliError:
+        return None  # an unreadable first clip: the dataset reports it, with its own message
+    return 1 if is_greyscale(frame) else 3
 
 
 def assign_splits(folder, fractions: Sequence[float] = (0.8, 0.1, 0.1), *,

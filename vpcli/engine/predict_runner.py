@@ -77,6 +77,7 @@ from vpcli.engine.options import DeviceOptions, check_model_overrides
 from vpcli.errors import InputError, UsageError, VideoError
 from vpcli.engine.geometry import FITS, MIN_SIDE
 from vpcli.io.sources import check_positive_int, parse_size
+from vpcli.io.video import is_greyscale  # re-exported: predict's greyscale test
 from vpcli.precision import PRECISIONS  # fp32, bf16, auto
 
 Callback = Callable[[str, dict[str, Any]], None]
@@ -103,12 +104,6 @@ def to_uint8(frames) -> np.ndarray:
 def _rgb(frame: np.ndarray) -> np.ndarray:
     """``(H, W, 1)`` or ``(H, W, 3)`` uint8 -> ``(H, W, 3)``."""
     return np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
-
-
-def is_greyscale(frames: np.ndarray, tolerance: int = 1) -> bool:
-    """True when R, G and B agree (within ``tolerance``, for lossy codecs) in every frame."""
-    f = frames.astype(np.int16)
-    return bool(np.abs(f[..., 0] - f[..., 1]).max() <= tolerance and np.abs(f[..., 0] - f[..., 2]).max() <= tolerance)
 
 
 def luma_601(frames: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from vpcli.io.paths import natural_key
 
 __all__ = [
     "VIDEO_EXTS", "IMAGE_EXTS", "FOLDER_FPS", "VideoInfo", "VideoWriter", "TruncatedVideoWarning",
-    "is_video_file", "is_frame_folder", "probe", "iter_frames", "read_video", "write_video",
+    "is_video_file", "is_frame_folder", "is_greyscale", "probe", "iter_frames", "read_video", "write_video",
 ]
 
 
@@ -64,6 +64,15 @@ _READ_HINT = "the file may be damaged, truncated or not a video: check it with f
 
 # --------------------------------------------------------------------------------------------
 # Paths
+
+
+def is_greyscale(frames: np.ndarray, tolerance: int = 1) -> bool:
+    """True when ``frames`` (``uint8 (..., H, W, C)``) have one channel, or R, G and B agree (within
+    ``tolerance``, for lossy codecs) in every frame."""
+    if frames.shape[-1] == 1:
+        return True
+    f = frames.astype(np.int16)
+    return bool(np.abs(f[..., 0] - f[..., 1]).max() <= tolerance and np.abs(f[..., 0] - f[..., 2]).max() <= tolerance)
 
 
 def is_video_file(path: str | os.PathLike) -> bool:

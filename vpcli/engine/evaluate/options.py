@@ -1,6 +1,7 @@
 """The options of an evaluation, declared once: `vpcli eval` builds them, :func:`run_evaluation` runs them."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,9 @@ class EvalOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: the parsed forms are set once, here
+        for name in ("data", "weights"):  # the API takes paths as well as strings
+            if isinstance(getattr(self, name), os.PathLike):
+                set_(self, name, os.fspath(getattr(self, name)))
         set_(self, "metric_names", parse_metric_names(self.metric))  # unknown names: exit 2 before anything else
         set_(self, "weights_by_metric", parse_metric_weights(self.metric_weights))
         folder_mode = self.folder_mode

@@ -34,11 +34,13 @@ class LoadedModel:
     size_from_config: bool
 
 
-def load_predictor(method: str | None, weights: str | None, overrides: list[str], device: str) -> LoadedModel:
+def load_predictor(method: str | None, weights: str | None, overrides: list[str], device: str, *,
+                   channels: int | None = None) -> LoadedModel:
     """Build the predictor and its RunConfig from a run folder, a checkpoint, a manifest name, or
-    nothing (see :func:`vpcli.engine.loading.load_predictor`, shared with `vpcli predict`)."""
+    nothing (see :func:`vpcli.engine.loading.load_predictor`, shared with `vpcli predict`).
+    ``channels`` (the data's, 1 or 3) picks the method's default weights when none are given."""
     from vpcli.engine.loading import load_predictor as load
-    model, cfg, info = load(method, weights, device=device, overrides=overrides)
+    model, cfg, info = load(method, weights, device=device, overrides=overrides, channels=channels)
     return LoadedModel(model, cfg, info, info["kind"] is not None)
 
 

@@ -111,7 +111,14 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
             overrides.append(f"data.future={o.horizon}")
         if hw is not None:
             overrides.append(f"data.size=[{hw[0]}, {hw[1]}]")
-        loaded = load_predictor(o.method, o.weights, [*overrides, *o.overrides], o.device)
+        channels = None
+        if o.weights is None and o.data is not None:  # default weights for the data's channels, as predict picks
+            from vpcli.data.clips import native_channels
+            channels = native_channels(o.data)
+        loaded = load_predictor(o.method, o.weights, [*overrides, *o.overrides], o.device, channels=channels)
+        if loaded.weights.get("default"):
+            callback("warning", {"message": f"no --weights given: using {loaded.weights['name']}, the "
+                                            f"{loaded.weights['why']}"})
         cfg = loaded.config
         check_head(loaded.model, cfg.method, o.head)
         model = loaded.model
