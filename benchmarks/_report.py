@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +22,31 @@ def run_named(cases: Iterable[tuple[str, Callable[[], dict]]], json_path: str | 
         with open(json_path, "w") as f:
             json.dump(res, f, indent=2)
     return res
+
+
+def interleaved(cases: dict[str, Callable[[], object]], repeats: int, *, warmup: bool = False,
+                rotate: bool = False) -> dict[str, list[float]]:
+    """``{name: fn}`` -> ``{name: [seconds per round]}``: every case once per round, ``repeats``
+    rounds, so that a busy machine slows all cases alike (compare medians, or per-round ratios).
+    ``warmup`` runs each case once, untimed, first; ``rotate`` starts each round at the next case,
+    so that no case always runs right after another (caches, turbo, other users)."""
+    if warmup:
+        for fn in cases.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)] if rotate else names
+        for name in order:
+            t = time.perf_counter()
+            cases[name]()
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    """``{name: [seconds]}`` -> ``{name: median seconds}``."""
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:

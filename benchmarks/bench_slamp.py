@@ -4,7 +4,8 @@
    ``predict(..., samples=1)`` calls (the reference code's loop). Ratio of wall times; target
    <= 0.5. Paper-size Moving MNIST model (slamp-mmnist preset), 64x64, 5 context frames.
 2. Predict throughput (generated frames/s, B = 1) for slamp-mmnist at 64x64 and slamp-cityscapes
-   at 128x256, with S = 1 and S = N samples.
+   at 128x256, with S = 1 and S = N samples. 1 and 2 run the model as predict does
+   (``vpcli.engine.loading.for_inference``: channels-last weights on the CPU).
 3. Training steps/s of the slamp-mmnist preset at batch 32 (5 + 10 frames), one timed step after
    a warm-up, with its FLOP count (torch.utils.flop_counter) to show the achieved rate.
 4. Inference variants: ``torch.autocast(<device>, dtype=torch.bfloat16)`` and channels_last
@@ -29,6 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from vpcli import registry
+from vpcli.engine.loading import for_inference
 from vpcli.engine.run import resolve_config
 from vpcli.predictors.base import TrainState
 
@@ -71,7 +73,7 @@ def run_predict(model, ctx, horizon, samples, seed=0, noise=None):
 def bench_sampling(device, n, horizon, rounds):
     """Batched vs sequential, interleaved round by round (this machine's load drifts)."""
     model, cfg = build("slamp-mmnist", device)
-    model.eval()
+    model = for_inference(model, device)
     ctx = {"rgb": torch.rand(1, cfg.data.context, cfg.data.channels, *cfg.data.size, device=device)}
 
     def batched():
@@ -92,7 +94,7 @@ def bench_sampling(device, n, horizon, rounds):
 
 def bench_fps(device, preset, horizon, samples, repeats):
     model, cfg = build(preset, device)
-    model.eval()
+    model = for_inference(model, device)  # channels-last on the CPU, as vpcli predict runs it
     ctx = {"rgb": torch.rand(1, cfg.data.context, cfg.data.channels, *cfg.data.size, device=device)}
     t = timed(lambda: run_predict(model, ctx, horizon, samples), device, repeats)
     return {"preset": preset, "size": list(cfg.data.size), "samples": samples, "horizon": horizon,

@@ -23,14 +23,13 @@ Run:  python benchmarks/bench_slamp_levers.py [--batch 8] [--threads 1] [--reps 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from _report import run_named  # noqa: E402  (benchmarks/, beside this script)
+from _report import interleaved as interleave, medians, run_named  # noqa: E402  (benchmarks/, beside this script)
 from bench_slamp import build  # noqa: E402
 
 from vpcli.predictors.base import TrainState
@@ -38,15 +37,7 @@ from vpcli.predictors.base import TrainState
 
 def interleaved(cases: dict, reps: int) -> dict:
     """{name: fn} -> {name: median seconds}, the cases run in turn ``reps`` times after a warm-up."""
-    for fn in cases.values():
-        fn()
-    times: dict = {k: [] for k in cases}
-    for _ in range(reps):
-        for k, fn in cases.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return medians(interleave(cases, reps, warmup=True))
 
 
 def _step_fn(model, x):

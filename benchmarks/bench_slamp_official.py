@@ -54,7 +54,7 @@ from contextlib import nullcontext
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from _report import run_named  # noqa: E402  (benchmarks/, beside this script)
+from _report import interleaved as interleave, run_named  # noqa: E402  (benchmarks/, beside this script)
 
 PATCHES: list[str] = []
 LSTM_KEYS = ("static_frame_predictor", "dynamic_frame_predictor", "posterior_app", "prior_app",
@@ -260,13 +260,8 @@ def flops_of(fn) -> tuple[float, float]:
 
 
 def interleaved(a, b, repeats: int) -> tuple[list[float], list[float]]:
-    ta, tb = [], []
-    for _ in range(repeats):
-        for fn, out in ((a, ta), (b, tb)):
-            t = now()
-            fn()
-            out.append(now() - t)
-    return ta, tb
+    t = interleave({"a": a, "b": b}, repeats)
+    return t["a"], t["b"]
 
 
 def summary(ours_t, theirs_t, ours_flops, theirs_flops):
@@ -277,7 +272,7 @@ def summary(ours_t, theirs_t, ours_flops, theirs_flops):
             "ours_gflop_s": ours_flops / mo / 1e9, "theirs_gflop_s": theirs_flops / mt / 1e9}
 
 
-def bench_train(helpers, cfg, batch, repeats, seed):
+def bench_train(helpers, cfg, batch, repeats, seed, bf16_ok=False):
     theirs, their_opts, opt, ours, ours_opt = build_pair(helpers, cfg, batch, cfg.data.length, 1, seed)
     g = torch.Generator().manual_seed(seed + 1)
     n = cfg.data.length
@@ -332,7 +327,39 @@ def bench_train(helpers, cfg, batch, repeats, seed):
     ta, tb = interleaved(a, b, repeats)
     res = {"batch": batch, "frames": n, "dtype": "float32", "repeats": repeats, "parity": parity,
            "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft)}
+    if bf16_ok:
+        res["bf16_autocast_ours"] = bench_train_bf16(ours, ours_opt, x, b, repeats, table)
+    else:
+        res["bf16_autocast_ours"] = "skipped: CPU capability is not AVX512 (no native bf16 path)"
     return res
+
+
+def bench_train_bf16(ours, opt, x, theirs_step, repeats, table) -> dict:
+    """Our training step under bf16 autocast (what ``train.amp=bf16`` runs), contiguous and with the
+    model in channels-last memory format (converted inside the timed call, both ways), against
+    their fp32 step, interleaved; and the loss under autocast against fp32 on the same batch and noise."""
+    noise = lambda kind, t, shape: table[kind][t]  # noqa: E731
+    from vpcli.predictors.base import TrainState
+
+    def loss(bf16: bool) -> float:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return float(ours.loss({"rgb": x}, TrainState(), noise=noise)["loss"])
+    l32, l16 = loss(False), loss(True)
+
+    def a16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            our_train_step(ours, opt, x)
+
+    def a16_cl():
+        ours.to(memory_format=torch.channels_last)
+        a16()
+        ours.to(memory_format=torch.contiguous_format)
+    t = interleave({"bf16": a16, "bf16_channels_last": a16_cl, "theirs_fp32": theirs_step}, repeats, warmup=True)
+    m = {k: statistics.median(v) for k, v in t.items()}
+    return {"ours_s": m["bf16"], "ours_channels_last_s": m["bf16_channels_last"], "theirs_fp32_s": m["theirs_fp32"],
+            "ratio_ours_bf16_over_theirs_fp32": m["bf16"] / m["theirs_fp32"],
+            "ratio_ours_bf16_channels_last_over_theirs_fp32": m["bf16_channels_last"] / m["theirs_fp32"],
+            "rounds_s": t, "loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32)}
 
 
 def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf16_ok):
@@ -445,6 +472,10 @@ def headroom(res: dict) -> dict:
                      "theirs_fraction_of_fp32_peak": r["theirs_gflop_s"] / peak32,
                      "ours_headroom_x_fp32": peak32 / r["ours_gflop_s"],
                      "ours_headroom_x_bf16": peak16 / r["ours_gflop_s"]}
+        b = r.get("bf16_autocast_ours")
+        if isinstance(b, dict):
+            g16 = r["ours_gflop"] / b["ours_s"]
+            out[case].update(ours_bf16_gflop_s=g16, ours_bf16_fraction_of_bf16_peak=g16 / peak16)
     return out
 
 
@@ -471,6 +502,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=None,
                     help="ours: sequences per predict call (default: as many as keep sequences x samples <= 500)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-only", action="store_true", help="the training step only (no sampling)")
     ap.add_argument("--json", default=None, help="write the results here as well")
     args = ap.parse_args(argv)
     if not args.ref:
@@ -502,28 +534,37 @@ def main(argv=None) -> int:
     print(json.dumps(res), flush=True)
     run_named((
         ("peak", lambda: bench_peak(q)),
-        ("train_step", lambda: bench_train(helpers, cfg, batch, repeats, args.seed)),
-        ("sampling", lambda: bench_sample(helpers, cfg, n_seq, samples, args.horizon, repeats, chunk, args.seed,
-                                          cap.startswith("AVX512"))),
+        ("train_step", lambda: bench_train(helpers, cfg, batch, repeats, args.seed, cap.startswith("AVX512"))),
+        *((("sampling", lambda: bench_sample(helpers, cfg, n_seq, samples, args.horizon, repeats, chunk, args.seed,
+                                             cap.startswith("AVX512"))),) if not args.train_only else ()),
     ), None, res)
     res["headroom"] = headroom(res)
     print("headroom", json.dumps(res["headroom"]))
-    t, s = res["train_step"], res["sampling"]
+    t, s = res["train_step"], res.get("sampling")
     print(f"train step  (batch {t['batch']}, {t['frames']} frames, fp32): ours {t['ours_s']:.3f} s, theirs "
           f"{t['theirs_s']:.3f} s, ratio ours/theirs {t['ratio_ours_over_theirs']:.3f}; loss diff "
           f"{t['parity']['loss_abs_diff']:.2e}, grads {t['parity']['grads_max_abs_diff']:.2e} (max |grad| "
           f"{t['parity']['grads_max_abs']:.2e}), params after Adam step {t['parity']['params_after_step_max_abs_diff']:.2e}; "
           f"{t['ours_gflop']:.1f} / {t['theirs_gflop']:.1f} GFLOP, {t['ours_gflop_s']:.1f} / "
           f"{t['theirs_gflop_s']:.1f} GFLOP/s")
-    line = (f"sampling    ({s['sequences']} seq x {s['samples']} samples, {s['context']} -> {s['horizon']}): ours "
+    if isinstance(t["bf16_autocast_ours"], dict):
+        b = t["bf16_autocast_ours"]
+        print(f"train step  bf16 autocast: ours {b['ours_s']:.3f} s (ratio vs theirs fp32 "
+              f"{b['ratio_ours_bf16_over_theirs_fp32']:.3f}), channels-last {b['ours_channels_last_s']:.3f} s "
+              f"({b['ratio_ours_bf16_channels_last_over_theirs_fp32']:.3f}); loss {b['loss_bf16']:.6g} vs fp32 "
+              f"{b['loss_fp32']:.6g} (relative {b['loss_rel_diff']:.2e})")
+    if s is None:
+        s = {}
+    line = "" if not s else (f"sampling    ({s['sequences']} seq x {s['samples']} samples, {s['context']} -> {s['horizon']}): ours "
             f"{s['ours_s']:.3f} s, theirs {s['theirs_s']:.3f} s, ratio {s['ratio_ours_over_theirs']:.3f}; frames diff "
             f"{s['parity']['frames_max_abs_diff']:.2e} max / {s['parity']['frames_mean_abs_diff']:.2e} mean, "
             f"{s['parity']['pixels_over_1e-3']} of {s['parity']['pixels']} pixels > 1e-3 "
             f"({s['parity']['samples_over_1e-3']} of {s['parity']['sample_paths']} sample paths); {s['ours_gflop']:.1f} / {s['theirs_gflop']:.1f} GFLOP")
-    if isinstance(s["bf16_autocast_ours"], dict):
+    if isinstance(s.get("bf16_autocast_ours"), dict):
         b = s["bf16_autocast_ours"]
         line += f"; ours bf16 {b['ours_s']:.3f} s (ratio vs theirs fp32 {b['ratio_ours_bf16_over_theirs_fp32']:.3f})"
-    print(line)
+    if line:
+        print(line)
     p = res["peak"]
     print(f"peak        fp32 {p['float32']['peak_gflop_s']:.1f} GFLOP/s, bf16 {p['bfloat16']['peak_gflop_s']:.1f} "
           f"GFLOP/s ({cap}, {res['machine']['threads']} thread(s))")

@@ -19,17 +19,18 @@ import argparse
 import importlib.util
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import av
 import numpy as np
 
 from vpcli.io.video import VideoWriter, iter_frames, read_video
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import interleaved as interleave, medians  # noqa: E402  (benchmarks/, beside this script)
 
 
 def bikes_path() -> Path:
@@ -78,18 +79,8 @@ def vpcli_write(frames: np.ndarray, out: Path) -> None:
 
 
 def interleaved(cases: dict, repeats: int) -> dict[str, float]:
-    """Run every case once per round, ``repeats`` rounds; return the median seconds per case.
-
-    The order rotates each round so that no case always runs right after another (caches, turbo,
-    other users of a shared machine)."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median seconds per case over ``repeats`` rounds, each round starting at the next case."""
+    return medians(interleave(cases, repeats, rotate=True))
 
 
 # -- memory (runs in a fresh interpreter) -----------------------------------------------------

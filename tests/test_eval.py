@@ -728,3 +728,28 @@ def test_without_weights_the_default_matches_the_datas_channels(tmp_path):
     r = evaluate(method="slamp", data=tmp_path / "grey", split="all", samples=1, context=5, horizon=1,
                  metric="psnr", out=tmp_path / "g")
     assert r["inputs"]["weights"]["name"] == "slamp-movingdigits" and r["inputs"]["channels"] == 1
+
+
+def test_eval_paired_script_against_a_direct_computation(tmp_path, capsys):
+    import importlib.util
+    from scipy import stats
+    spec = importlib.util.spec_from_file_location(
+        "eval_paired", Path(__file__).resolve().parent.parent / "scripts" / "eval_paired.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = [0.5, 0.4, 0.7, 0.2], [0.6, 0.3, 0.9, 0.25]
+    for name, vals in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        rows = ["sequence,metric,value,best_sample,samples,frames,mean_over_samples"]
+        rows += [f"s{i},miou,{v},0,2,5,{v - 0.1}" for i, v in enumerate(vals)]
+        rows += [f"s{i},lpips,{v},0,2,5,{v}" for i, v in enumerate(vals)]
+        (tmp_path / name / "results.csv").write_text("\n".join(rows) + "\n")
+    d = np.array(b) - np.array(a)
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2
+    r = mod.paired(a, b, lower_better=False)
+    assert r["n"] == 4 and r["mean_diff"] == pytest.approx(d.mean()) and r["ci95"] == pytest.approx(half)
+    assert r["b_better"] == 3 and mod.paired(a, b, lower_better=True)["b_better"] == 1
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "miou,lpips"]) == 0
+    out = capsys.readouterr().out
+    assert f"miou (best sample): b - a = {d.mean():+.4f}" in out and "b better on 3" in out
+    assert "lpips (best sample)" in out and "b better on 1" in out

@@ -333,6 +333,8 @@ def test_ablations_lstm_without_latents_and_svg_soft_feedback(monkeypatch):
     ctx = {"rgb": batch["rgb"], "labels": batch["labels"]}
     recs = list(det.predict(ctx, 3, 3, torch.Generator().manual_seed(0)))
     assert all(torch.equal(r.labels[:, 0], r.labels[:, 2]) for r in recs)   # no latent: samples agree
+    assert all(torch.equal(r.frames[:, 0], r.frames[:, 2]) for r in recs)
+    assert det.deterministic and not tiny().deterministic                     # eval scores one sample
     assert float(det.structure.loss(squares(t=4)["labels"], 3)["kld"]) == 0.0
     soft = tiny(discretize=False).eval()
     fed = _recording(monkeypatch, soft.structure.encoder, "forward")

@@ -74,6 +74,31 @@ def test_resume_is_bit_exact(tmp_path):
     assert losses(a)[5:] == losses(b)[5:]
 
 
+def test_bf16_training_in_channels_last_saves_contiguous_and_resumes_exactly(tmp_path, monkeypatch):
+    """A predictor with ``train_channels_last_bf16`` (SLAMP) trains in channels-last under bf16
+    autocast on the CPU: its conv weights are channels-last while training, checkpoints hold
+    ordinary contiguous tensors, and an interrupted run resumes to the same weights."""
+    from vpcli import precision
+    from vpcli.predictors.slamp import SLAMP
+    assert SLAMP.train_channels_last_bf16
+    monkeypatch.setattr(ConvLSTMPredictor, "train_channels_last_bf16", True, raising=False)
+    monkeypatch.setattr(precision, "resolve", lambda *a, **k: ("bf16", None))
+    a, b = tmp_path / "a", tmp_path / "b"
+    tr = make_trainer(a, 6, amp="bf16")
+    convs = [m.weight for m in tr.model.modules() if isinstance(m, torch.nn.Conv2d)
+             if m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]  # (layouts of 1-channel weights coincide)
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    tr.fit()
+    make_trainer(b, 3, amp="bf16").fit()
+    make_trainer(b, 6, amp="bf16").fit(resume=True)
+    wa, wb = load_file(a / "checkpoints/last.safetensors"), load_file(b / "checkpoints/last.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert losses(a)[3:] == losses(b)[3:]
+    monkeypatch.setattr(precision, "resolve", lambda *a, **k: ("fp32", None))  # fp32: layout untouched
+    assert all(m.weight.is_contiguous() for m in make_trainer(tmp_path / "c", 1, amp="bf16").model.modules()
+               if isinstance(m, torch.nn.Conv2d))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_and_resumes_exactly(tmp_path, sig):
     a, b = tmp_path / "a", tmp_path / "b"

@@ -283,6 +283,10 @@ class Trainer:
             self.amp_bf16 = chosen == "bf16"
             if warning:
                 self.callback("warning", {"message": warning})
+        if self.amp_bf16 and self.device.type == "cpu" and getattr(model, "train_channels_last_bf16", False):
+            # Before the optimisers exist, so their state takes the same layout; checkpoints are
+            # saved contiguous (save_weights), and a resumed run converts the same way.
+            self.model = self.model.to(memory_format=torch.channels_last)
         metric, mode = model.validation_metric
         self.best_metric = cfg.best_metric or f"val/{metric}"
         self.best_mode = cfg.best_mode or mode

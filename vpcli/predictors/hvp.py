@@ -395,6 +395,9 @@ class HVP(Predictor):
         self.disc_video = PatchDiscriminator(c.video_frames * c.channels + (c.video_frames - 1) * 2,
                                              c.disc_width, c.disc_layers)
         self.size_multiple = max(2 ** len(c.stages), 2 ** c.downsample)
+        # The "LSTM" ablation has no latent and the image generator draws no noise: its samples are
+        # copies, so eval scores one (as for the other deterministic predictors).
+        self.deterministic = not c.stochastic
 
     # --- training plan -------------------------------------------------------------------------
     def training_plan(self) -> list[Stage]:

@@ -292,6 +292,13 @@ class _SLAMPFamily(Predictor):
     # (`python benchmarks/bench_slamp_levers.py --batch 8 --reps 3`). Training stays contiguous:
     # there it was 1.08x slower (1.17x in a second run).
     inference_channels_last = True
+    # Training under bf16 autocast on the CPU (train.amp=bf16, or auto where bf16 is native) holds
+    # the weights in channels-last too (vpcli.engine.trainer): oneDNN's AMX convolutions then skip
+    # their reorders. Paper config, batch 32, AVX512 + AMX, one thread, against the authors' fp32
+    # step: 0.397x channels-last vs 0.467x contiguous (`python benchmarks/bench_slamp_official.py
+    # --ref REF --train-only --repeats 3`); in fp32 channels-last stays off (1.035x on AVX512,
+    # 1.08-1.17x on AVX2: bench_slamp_levers).
+    train_channels_last_bf16 = True
     # Best checkpoint by the validation ELBO of Eq. 3 (L2 terms + beta KL), the objective itself: the
     # authors keep their last checkpoint and select none, so there is no published criterion.
     validation_metric = ("loss", "min")
