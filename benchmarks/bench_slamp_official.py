@@ -368,6 +368,8 @@ def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf
     theirs, _, opt, ours, _ = build_pair(helpers, cfg, n_seq, n_eval, samples, seed)
     ours.config.batchnorm = "batch-per-sample"
     ours._setup_batchnorm()
+    from vpcli.engine.loading import for_inference
+    ours = for_inference(ours, "cpu")  # as vpcli predict / eval run it (channels-last weights on the CPU)
     set_batch(theirs, opt, n_seq)
     g = torch.Generator().manual_seed(seed + 2)
     x = torch.rand(n_seq, n_eval, cfg.data.channels, *cfg.data.size, generator=g)
@@ -503,6 +505,7 @@ def main(argv=None) -> int:
                     help="ours: sequences per predict call (default: as many as keep sequences x samples <= 500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-only", action="store_true", help="the training step only (no sampling)")
+    ap.add_argument("--sampling-only", action="store_true", help="sampling only (no training step)")
     ap.add_argument("--json", default=None, help="write the results here as well")
     args = ap.parse_args(argv)
     if not args.ref:
@@ -534,20 +537,22 @@ def main(argv=None) -> int:
     print(json.dumps(res), flush=True)
     run_named((
         ("peak", lambda: bench_peak(q)),
-        ("train_step", lambda: bench_train(helpers, cfg, batch, repeats, args.seed, cap.startswith("AVX512"))),
+        *((("train_step", lambda: bench_train(helpers, cfg, batch, repeats, args.seed, cap.startswith("AVX512"))),)
+          if not args.sampling_only else ()),
         *((("sampling", lambda: bench_sample(helpers, cfg, n_seq, samples, args.horizon, repeats, chunk, args.seed,
                                              cap.startswith("AVX512"))),) if not args.train_only else ()),
     ), None, res)
     res["headroom"] = headroom(res)
     print("headroom", json.dumps(res["headroom"]))
-    t, s = res["train_step"], res.get("sampling")
-    print(f"train step  (batch {t['batch']}, {t['frames']} frames, fp32): ours {t['ours_s']:.3f} s, theirs "
-          f"{t['theirs_s']:.3f} s, ratio ours/theirs {t['ratio_ours_over_theirs']:.3f}; loss diff "
-          f"{t['parity']['loss_abs_diff']:.2e}, grads {t['parity']['grads_max_abs_diff']:.2e} (max |grad| "
-          f"{t['parity']['grads_max_abs']:.2e}), params after Adam step {t['parity']['params_after_step_max_abs_diff']:.2e}; "
-          f"{t['ours_gflop']:.1f} / {t['theirs_gflop']:.1f} GFLOP, {t['ours_gflop_s']:.1f} / "
-          f"{t['theirs_gflop_s']:.1f} GFLOP/s")
-    if isinstance(t["bf16_autocast_ours"], dict):
+    t, s = res.get("train_step"), res.get("sampling")
+    if t is not None:
+        print(f"train step  (batch {t['batch']}, {t['frames']} frames, fp32): ours {t['ours_s']:.3f} s, theirs "
+              f"{t['theirs_s']:.3f} s, ratio ours/theirs {t['ratio_ours_over_theirs']:.3f}; loss diff "
+              f"{t['parity']['loss_abs_diff']:.2e}, grads {t['parity']['grads_max_abs_diff']:.2e} (max |grad| "
+              f"{t['parity']['grads_max_abs']:.2e}), params after Adam step {t['parity']['params_after_step_max_abs_diff']:.2e}; "
+              f"{t['ours_gflop']:.1f} / {t['theirs_gflop']:.1f} GFLOP, {t['ours_gflop_s']:.1f} / "
+              f"{t['theirs_gflop_s']:.1f} GFLOP/s")
+    if t is not None and isinstance(t["bf16_autocast_ours"], dict):
         b = t["bf16_autocast_ours"]
         print(f"train step  bf16 autocast: ours {b['ours_s']:.3f} s (ratio vs theirs fp32 "
               f"{b['ratio_ours_bf16_over_theirs_fp32']:.3f}), channels-last {b['ours_channels_last_s']:.3f} s "

@@ -723,11 +723,15 @@ def test_without_weights_the_default_matches_the_datas_channels(tmp_path):
     assert r["inputs"]["weights"]["name"] == "slamp-real" and r["inputs"]["channels"] == 3
     said = [rec["message"] for e, rec in events if e == "warning"]
     assert said == ["no --weights given: using slamp-real, the bundled slamp weights for RGB clips made for real video"]
+    # 64x64 clips scored at slamp-real's 96x128 are stretched: one warning says so and how to avoid it
+    assert any("clips of 64x64 are scored at 96x128 (the weights' training size), which changes their aspect ratio"
+               in w and "--size HxW" in w for w in r["warnings"])
     grey = np.repeat(clip(1, t=8, h=64, w=64)[..., :1], 3, axis=3)
     write_video(tmp_path / "grey" / "a.mp4", grey, fps=10)
     r = evaluate(method="slamp", data=tmp_path / "grey", split="all", samples=1, context=5, horizon=1,
                  metric="psnr", out=tmp_path / "g")
     assert r["inputs"]["weights"]["name"] == "slamp-movingdigits" and r["inputs"]["channels"] == 1
+    assert not any("aspect ratio" in w for w in r["warnings"])  # 64x64 at 64x64
 
 
 def test_eval_paired_script_against_a_direct_computation(tmp_path, capsys):

@@ -8,6 +8,7 @@ worst sequences can be re-predicted exactly for the comparison videos.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from vpcli.engine.evaluate.aggregate import Aggregator, FeatureSet, SequenceRef
+from vpcli.engine.evaluate.folders import EvalWarning
 from vpcli.engine.evaluate.metrics import MetricRunner
 from vpcli.engine.evaluate.outputs import _to_uint8
 from vpcli.errors import DataFormatError, InputError, UsageError, VpcliError
@@ -204,11 +206,32 @@ def _make_test_set(cfg, *, data: str | None, split: str, num_sequences: int | No
         raise InputError(f"{source}, {split} split: {e.message}",
                          f"a small folder's hash split may put no clip in '{split}': pass --split all to use every "
                          f"clip; {e.hint}") from None
+    _warn_stretch(dataset, size_given)
     n = len(dataset) if num_sequences is None else min(num_sequences, len(dataset))
     if n == 0:
         raise InputError(f"{source} has no {split} sequences of {d.context + d.future} frames",
                          "use --split all, a shorter --context/--horizon, or longer clips")
     return source, dataset, list(range(n))
+
+
+def _warn_stretch(dataset, size_given: bool) -> None:
+    """One warning when clips are resized to another aspect ratio (eval scores at the weights' size,
+    or --size, by stretching: the papers' protocol is their training resolution, but a stretched
+    clip is not the clip the user has)."""
+    summary = dataset.summary() if hasattr(dataset, "summary") else {}
+    h, w = (summary.get("size") or (0, 0))[:2]
+    if not h or not w:
+        return
+    stretched = []
+    for res in (summary.get("resolutions") or {}):
+        sh, sw = (int(v) for v in res.split("x"))
+        if abs((sw / sh) / (w / h) - 1) > 0.01:
+            stretched.append(res)
+    if stretched:
+        where = "--size" if size_given else "the weights' training size"
+        warnings.warn(f"clips of {', '.join(sorted(stretched))} are scored at {h}x{w} ({where}), which changes their "
+                      f"aspect ratio; pass --size HxW with their aspect (for fully convolutional weights), or "
+                      f"clips cropped to {w / h:.3g}:1", EvalWarning, stacklevel=3)
 
 
 def _recreate_model_sample(loaded: LoadedModel, dataset, ref: SequenceRef, *, context: int, horizon: int,
