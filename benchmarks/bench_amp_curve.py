@@ -32,15 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import bf16_flags  # noqa: E402  (benchmarks/, beside this script)
 
 
-def read_log(run: Path) -> tuple[dict[int, float], dict[int, float]]:
-    train, val = {}, {}
+def read_log(run: Path) -> tuple[dict[int, float], dict[int, float], float]:
+    """A run's metrics.jsonl -> (training loss by step, validation loss by step, median s/step)."""
+    train, val, rates = {}, {}, []
     for line in (run / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r.get("event") == "train":
             train[r["step"]] = r["loss"]
+            rates.append(r["steps_per_s"])
         elif r.get("event") == "val":
             val[r["step"]] = r["val/loss"]
-    return train, val
+    return train, val, 1 / sorted(rates)[len(rates) // 2]
 
 
 def main(argv=None) -> int:
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
         if p.wait() != 0:
             sys.exit(f"the {amp} run failed: see {root / f'{amp}.log'}")
     wall = time.perf_counter() - t0
-    (t32, v32), (t16, v16) = read_log(root / "fp32"), read_log(root / "bf16")
+    (t32, v32, s32), (t16, v16, s16) = read_log(root / "fp32"), read_log(root / "bf16")
     w = args.window
     windows = []
     for start in range(1, args.steps + 1, w):
@@ -81,10 +83,7 @@ def main(argv=None) -> int:
            "max_abs_rel_diff_windows_after_first": max(abs(x["rel_diff"]) for x in later) if later else None,
            "max_abs_rel_diff_val": max((abs(x["rel_diff"]) for x in vals), default=None),
            "target": "every window after the first and every validation loss within 2% of fp32's"}
-    for amp in ("fp32", "bf16"):
-        rates = [json.loads(ln)["steps_per_s"] for ln in (root / amp / "metrics.jsonl").read_text().splitlines()
-                 if json.loads(ln).get("event") == "train"]
-        res[f"{amp}_s_per_step_median"] = 1 / sorted(rates)[len(rates) // 2]
+    res["fp32_s_per_step_median"], res["bf16_s_per_step_median"] = s32, s16
     for x in windows:
         print(f"steps {x['steps'][0]:4d}-{x['steps'][1]:4d}: fp32 {x['fp32']:.4f}  bf16 {x['bf16']:.4f}  "
               f"{100 * x['rel_diff']:+.2f}%")

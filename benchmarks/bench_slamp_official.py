@@ -54,7 +54,7 @@ from contextlib import nullcontext
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from _report import interleaved as interleave, run_named  # noqa: E402  (benchmarks/, beside this script)
+from _report import interleaved as interleave, medians, run_named  # noqa: E402  (benchmarks/, beside this script)
 
 PATCHES: list[str] = []
 LSTM_KEYS = ("static_frame_predictor", "dynamic_frame_predictor", "posterior_app", "prior_app",
@@ -355,7 +355,7 @@ def bench_train_bf16(ours, opt, x, theirs_step, repeats, table) -> dict:
         a16()
         ours.to(memory_format=torch.contiguous_format)
     t = interleave({"bf16": a16, "bf16_channels_last": a16_cl, "theirs_fp32": theirs_step}, repeats, warmup=True)
-    m = {k: statistics.median(v) for k, v in t.items()}
+    m = medians(t)
     return {"ours_s": m["bf16"], "ours_channels_last_s": m["bf16_channels_last"], "theirs_fp32_s": m["theirs_fp32"],
             "ratio_ours_bf16_over_theirs_fp32": m["bf16"] / m["theirs_fp32"],
             "ratio_ours_bf16_channels_last_over_theirs_fp32": m["bf16_channels_last"] / m["theirs_fp32"],

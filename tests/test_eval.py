@@ -728,9 +728,14 @@ def test_without_weights_the_default_matches_the_datas_channels(tmp_path):
                in w and "--size HxW" in w for w in r["warnings"])
     grey = np.repeat(clip(1, t=8, h=64, w=64)[..., :1], 3, axis=3)
     write_video(tmp_path / "grey" / "a.mp4", grey, fps=10)
+    events.clear()
     r = evaluate(method="slamp", data=tmp_path / "grey", split="all", samples=1, context=5, horizon=1,
-                 metric="psnr", out=tmp_path / "g")
+                 metric="psnr", out=tmp_path / "g", callback=lambda e, rec: events.append((e, rec)))
     assert r["inputs"]["weights"]["name"] == "slamp-movingdigits" and r["inputs"]["channels"] == 1
+    # the same line predict prints, with what the entry's works_on says
+    assert [rec["message"] for e, rec in events if e == "warning"] == [
+        "no --weights given: using slamp-movingdigits (made for digits; not for real video), the first slamp "
+        "weights in the manifests for greyscale clips"]
     assert not any("aspect ratio" in w for w in r["warnings"])  # 64x64 at 64x64
 
 

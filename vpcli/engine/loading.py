@@ -132,6 +132,27 @@ def _default_entry(method: str, channels: int | None = None):
     return entries[0], f"first {method} weights in the manifests{clips}"
 
 
+def default_weights_line(info: dict[str, Any]) -> str:
+    """The one line predict and eval print when they picked the default weights ``info`` (from
+    :func:`load_predictor`): which, what its ``works_on`` says (unless the reason says it already), why."""
+    why = info["why"]
+    made = "" if "real video" in why else _works_on(info["name"])
+    return f"no --weights given: using {info['name']}{made}, the {why}"
+
+
+def _works_on(name: str) -> str:
+    """`` (made for X; not for real video)``: what a default entry's ``works_on`` says, for the one line."""
+    from vpcli.weights import load_manifests
+    try:
+        tags = load_manifests().get(name).works_on
+    except Exception:  # noqa: BLE001 - the line is a courtesy; the entry itself loaded
+        return ""
+    if not tags:
+        return ""
+    made = ", ".join(t.replace("-", " ") for t in tags)
+    return f" (made for {made}{'' if 'real-video' in tags else '; not for real video'})"
+
+
 def _has_parameters(method: str, base: dict[str, Any], overrides: list[str]) -> bool:
     from vpcli import registry
     from vpcli.engine.run import resolve_config
@@ -231,4 +252,4 @@ def _keep_run_keys(base: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in base.items() if k in ("method", "data", "model", "train", "inputs")}
 
 
-__all__ = ["WEIGHTS_FORMS", "context_of", "find_config", "for_inference", "load_predictor"]
+__all__ = ["WEIGHTS_FORMS", "context_of", "default_weights_line", "find_config", "for_inference", "load_predictor"]

@@ -573,19 +573,6 @@ class PredictOptions(DeviceOptions):
             parse_size(self.size, "--size", min_side=MIN_SIDE)  # a bad --size: exit 2 before anything loads
 
 
-def _works_on(name: str) -> str:
-    """`` (made for X; not for real video)``: what a default entry's ``works_on`` says, for the one line."""
-    from vpcli.weights import load_manifests
-    try:
-        tags = load_manifests().get(name).works_on
-    except Exception:  # noqa: BLE001 - the line is a courtesy; the entry itself loaded
-        return ""
-    if not tags:
-        return ""
-    made = ", ".join(t.replace("-", " ") for t in tags)
-    return f" (made for {made}{'' if 'real-video' in tags else '; not for real video'})"
-
-
 def context_length(context: int | str | None, cfg, weights_info: dict[str, Any]) -> int | None:
     """``--context``: None (the weights' length), N, or weights whose ``data.context`` to take
     (so that a parameter-free baseline sees the frames the method it is compared with sees)."""
@@ -608,7 +595,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     ``warning`` and ``done`` events.
     """
     from vpcli.engine.inputs import InputFiller
-    from vpcli.engine.loading import load_predictor
+    from vpcli.engine.loading import default_weights_line, load_predictor
     from vpcli.io.sources import collect_inputs
 
     o = options or PredictOptions()
@@ -622,7 +609,7 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
     model, cfg, winfo = load_predictor(method, o.weights, device=o.device, channels=3, overrides=list(o.overrides))
     loaded = {3: (model, cfg, winfo)}
     announced: set[str] = set()
-    made_for: dict[str, str] = {}  # default weights name -> what its works_on says
+    made_for: dict[str, str] = {}  # default weights name -> its one line (what its works_on says)
     context = context_length(o.context, cfg, winfo)
     from vpcli import precision as _precision
     run_precision, precision_warning = _precision.resolve(o.precision, o.device)
@@ -673,10 +660,8 @@ def predict(inputs: Sequence[str | Path], out: str | Path, options: PredictOptio
                  "--context N, or --context WEIGHTS to take the context of the method it is compared with")
         if winfo.get("default"):
             if winfo["name"] not in made_for:  # the manifests are read once per default model, not per clip
-                made_for[winfo["name"]] = _works_on(winfo["name"])
-            why = winfo["why"]
-            made = "" if "real video" in why else made_for[winfo["name"]]  # the reason already says it
-            note(f"no --weights given: using {winfo['name']}{made}, the {why}")
+                made_for[winfo["name"]] = default_weights_line(winfo)
+            note(made_for[winfo["name"]])
         samples = o.samples
         if getattr(model, "deterministic", False) and samples > 1:
             samples = 1

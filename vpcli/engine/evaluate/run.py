@@ -117,8 +117,8 @@ def _run(caught: list, o: EvalOptions, callback: Callback) -> dict[str, Any]:
             channels = native_channels(o.data)
         loaded = load_predictor(o.method, o.weights, [*overrides, *o.overrides], o.device, channels=channels)
         if loaded.weights.get("default"):
-            callback("warning", {"message": f"no --weights given: using {loaded.weights['name']}, the "
-                                            f"{loaded.weights['why']}"})
+            from vpcli.engine.loading import default_weights_line
+            callback("warning", {"message": default_weights_line(loaded.weights)})
         cfg = loaded.config
         check_head(loaded.model, cfg.method, o.head)
         model = loaded.model
