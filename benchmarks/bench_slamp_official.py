@@ -21,10 +21,12 @@ nf 64 and mask_channels 64 fit):
    training step (their ``helpers.train_step``: forward + backward + 11 Adam steps, vs
    ``SLAMP.loss`` + backward + one Adam over all parameters, as vpcli's Trainer does) at batch 32,
    5 + 10 frames, fp32; sampling 5 -> 20 frames, N sequences x S samples (their ``eval_step``
-   with SSIM / LPIPS replaced by zeros, i.e. model time; vpcli: ``predict(samples=S)`` as one
-   batch), fp32 and bf16 autocast for vpcli.
+   with SSIM / LPIPS replaced by zeros, i.e. model time; vpcli: one ``predict(samples=S)`` call,
+   which runs the samples in blocks of at most ``rows_per_pass`` rows), fp32 and bf16 autocast
+   for vpcli, all three interleaved in each round. Sampling parity and FLOPs use the first
+   ``--parity-samples`` (10) samples: both loops are linear in samples.
 4. FLOPs of each step (``torch.utils.flop_counter.FlopCounterMode``, counted on the warm-up
-   call), achieved GFLOP/s, against this CPU's measured fp32 / bf16 peak (a large matmul and a
+   call; sampling's scaled from the parity samples), achieved GFLOP/s, against this CPU's measured fp32 / bf16 peak (a large matmul and a
    3x3 conv timed here).
 
 Run:  python benchmarks/bench_slamp_official.py --ref /path/to/kaanakan-slamp [--quick] [--threads 1]
@@ -248,6 +250,14 @@ def now() -> float:
     return time.perf_counter()
 
 
+# The glibc malloc mode (vpcli.allocator) of this process, for both sides (--malloc). Switching
+# modes between the two codes in one process does not separate them: once the heap holds freed
+# large blocks, glibc reuses them whatever its mmap setting (an in-process switch measured
+# 0.99-1.00x where separate processes measure 0.68x; benchmarks/bench_slamp_predict.py runs one
+# process per mode).
+MALLOC_MODE: list = [None]
+
+
 def flops_of(fn) -> tuple[float, float]:
     """(FLOPs, seconds) of one call of ``fn`` under FlopCounterMode (the call doubles as warm-up)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -324,9 +334,10 @@ def bench_train(helpers, cfg, batch, repeats, seed, bf16_ok=False):
         their_train_step(helpers, x_tb, theirs, their_opts, opt)
     fo, wo = flops_of(a)
     ft, wt = flops_of(b)
-    ta, tb = interleaved(a, b, repeats)
+    times = interleave({"ours": a, "theirs": b}, repeats)
+    ta, tb = times["ours"], times["theirs"]
     res = {"batch": batch, "frames": n, "dtype": "float32", "repeats": repeats, "parity": parity,
-           "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft)}
+           "malloc": MALLOC_MODE[0], "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft)}
     if bf16_ok:
         res["bf16_autocast_ours"] = bench_train_bf16(ours, ours_opt, x, b, repeats, table)
     else:
@@ -362,9 +373,13 @@ def bench_train_bf16(ours, opt, x, theirs_step, repeats, table) -> dict:
             "rounds_s": t, "loss_fp32": l32, "loss_bf16": l16, "loss_rel_diff": abs(l16 - l32) / abs(l32)}
 
 
-def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf16_ok):
+def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf16_ok, parity_samples=10):
+    """Parity and FLOPs on the first ``parity_samples`` samples (their loop and ours are linear in
+    samples: at the paper's 100 each of those passes would cost as much as a timed round), then
+    ``repeats`` interleaved rounds of all ``samples``: ours fp32, ours bf16 (where native), theirs."""
     t0 = cfg.data.context
     n_eval = t0 + horizon
+    ps = min(samples, parity_samples)
     theirs, _, opt, ours, _ = build_pair(helpers, cfg, n_seq, n_eval, samples, seed)
     ours.config.batchnorm = "batch-per-sample"
     ours._setup_batchnorm()
@@ -376,22 +391,23 @@ def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf
     x_tb = x.transpose(0, 1).contiguous()
     ctx = x[:, :t0]
     z = {"app": cfg.model_config().z_dim_app, "motion": cfg.model_config().z_dim_motion}
-    table = {k: [None] + [torch.randn(n_seq, samples, d, generator=g) for _ in range(1, n_eval)]
+    table = {k: [None] + [torch.randn(n_seq, ps, d, generator=g) for _ in range(1, n_eval)]
              for k, d in z.items()}
     feed = NoiseFeed(table)
     # --- parity: their frames (recorded per sample) vs ours, same noise
     rec: list = []
     bn_state = {k: {n: b.clone() for n, b in v.named_buffers()} for k, v in theirs.items()}
+    opt.nsample = ps
     feed.install(theirs, sampling=True)
     their_sample(helpers, x_tb, theirs, opt, rec)
     NoiseFeed.remove(theirs)
     theirs_frames = torch.stack(rec, 2).permute(1, 2, 0, 3, 4, 5)           # (T, B, S, ...) -> (B, S, T, ...)
-    ours_frames = our_sample(ours, ctx, horizon, samples, n_seq, noise=lambda kind, t, shape: table[kind][t])
+    ours_frames = our_sample(ours, ctx, horizon, ps, n_seq, noise=lambda kind, t, shape: table[kind][t])
     d = (ours_frames - theirs_frames).abs()
     # The warp's validity mask is a threshold (flow_utils.warp: mask < 0.9999 -> 0, and vpcli's
     # backward_warp alike): a sampling point at the border can flip on a rounding difference, and
     # the flipped pixel then propagates through later frames of that sample. Hence the counts.
-    parity = {"frames_max_abs_diff": float(d.max()), "frames_mean_abs_diff": float(d.mean()),
+    parity = {"samples": ps, "frames_max_abs_diff": float(d.max()), "frames_mean_abs_diff": float(d.mean()),
               "pixels_over_1e-3": int((d > 1e-3).sum()), "pixels": d.numel(),
               "samples_over_1e-3": int((d.amax(dim=(2, 3, 4, 5)) > 1e-3).sum()),
               "sample_paths": d.shape[0] * d.shape[1],
@@ -399,36 +415,36 @@ def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf
               "mean_abs_diff_per_step": [float(v) for v in d.mean(dim=(0, 1, 3, 4, 5))],
               "frames_shape": list(ours_frames.shape), "batchnorm": "batch-per-sample (their train-mode protocol)",
               "note": "their eval_step updates BatchNorm running statistics in train mode; ours does not"}
+    if bf16_ok:
+        parity["bf16_frames_max_abs_diff_vs_fp32"] = float(
+            (our_sample(ours, ctx, horizon, ps, n_seq, bf16=True, noise=lambda kind, t, shape: table[kind][t])
+             - ours_frames).abs().max())
     for k, v in theirs.items():  # undo their running-statistics updates (they do not change sampling)
         for n, b in v.named_buffers():
             b.copy_(bn_state[k][n])
     print("  parity (sampling):", json.dumps(parity), flush=True)
-
-    def a():
-        our_sample(ours, ctx, horizon, samples, chunk)
-
-    def a16():
-        our_sample(ours, ctx, horizon, samples, chunk, bf16=True)
-
-    def b():
-        their_sample(helpers, x_tb, theirs, opt)
-    fo, wo = flops_of(a)
-    ft, wt = flops_of(b)
-    ta, tb = interleaved(a, b, repeats)
+    # FLOPs of a ps-sample call each (it doubles as warm-up), scaled to `samples`
+    fo, wo = flops_of(lambda: our_sample(ours, ctx, horizon, ps, chunk))
+    ft, wt = flops_of(lambda: their_sample(helpers, x_tb, theirs, opt))
+    fo, ft = fo * samples / ps, ft * samples / ps
+    opt.nsample = samples
+    cases = {"ours": lambda: our_sample(ours, ctx, horizon, samples, chunk),
+             **({"ours_bf16": lambda: our_sample(ours, ctx, horizon, samples, chunk, bf16=True)} if bf16_ok else {}),
+             "theirs": lambda: their_sample(helpers, x_tb, theirs, opt)}
+    times = interleave(cases, repeats)
+    ta, tb = times["ours"], times["theirs"]
+    blocks = ours.sample_blocks(min(chunk, n_seq), samples, tuple(cfg.data.size))
     res = {"sequences": n_seq, "samples": samples, "context": t0, "horizon": horizon, "repeats": repeats,
-           "ours_sequences_per_call": chunk, "parity": parity, "warmup_s": {"ours": wo, "theirs": wt},
-           **summary(ta, tb, fo, ft)}
+           "ours_sequences_per_call": chunk, "ours_sample_blocks_per_call": len(blocks),
+           "ours_rows_per_pass": min(chunk, n_seq) * (blocks[0][1] - blocks[0][0]),
+           "parity": parity, "malloc": MALLOC_MODE[0],
+           "warmup_s": {"ours": wo, "theirs": wt}, "flops_counted_at_samples": ps, **summary(ta, tb, fo, ft)}
     if bf16_ok:
-        a16()
-        t16, tb2 = interleaved(a16, b, repeats)
+        t16 = times["ours_bf16"]
         res["bf16_autocast_ours"] = {"ours_s": statistics.median(t16), "ours_s_all": t16,
-                                     "theirs_fp32_s": statistics.median(tb2),
-                                     "ratio_ours_bf16_over_theirs_fp32": statistics.median(t16) / statistics.median(tb2),
+                                     "ratio_ours_bf16_over_theirs_fp32": statistics.median(t16) / statistics.median(tb),
                                      "speedup_over_ours_fp32": res["ours_s"] / statistics.median(t16),
-                                     "frames_max_abs_diff_vs_fp32": float(
-                                         (our_sample(ours, ctx, horizon, samples, chunk, bf16=True,
-                                                     noise=lambda kind, t, shape: table[kind][t])
-                                          - ours_frames).abs().max())}
+                                     "frames_max_abs_diff_vs_fp32": parity["bf16_frames_max_abs_diff_vs_fp32"]}
     else:
         res["bf16_autocast_ours"] = "skipped: CPU capability is not AVX512 (no native bf16 path)"
     return res
@@ -502,7 +518,12 @@ def main(argv=None) -> int:
     ap.add_argument("--horizon", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=None, help="interleaved rounds (5; --quick 3)")
     ap.add_argument("--chunk", type=int, default=None,
-                    help="ours: sequences per predict call (default: as many as keep sequences x samples <= 500)")
+                    help="ours: sequences per predict call (default: all; predict runs them in sample blocks)")
+    ap.add_argument("--parity-samples", type=int, default=10,
+                    help="sampling: samples of the parity and FLOP-count passes (default 10)")
+    ap.add_argument("--malloc", choices=("heap", "glibc"), default="heap",
+                    help="glibc malloc mode of this process, both sides (vpcli.allocator; default heap, as "
+                         "vpcli's CLI runs; glibc: as a plain python process runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-only", action="store_true", help="the training step only (no sampling)")
     ap.add_argument("--sampling-only", action="store_true", help="sampling only (no training step)")
@@ -515,12 +536,14 @@ def main(argv=None) -> int:
         print(f"bench_slamp_official: skipped (--ref {args.ref} does not exist)")
         return 0
     torch.set_num_threads(args.threads)
+    from vpcli import allocator
+    MALLOC_MODE[0] = allocator.configure(args.malloc)
     q = args.quick
     batch = args.batch or (4 if q else 32)
     n_seq = args.sequences or (2 if q else 20)
     samples = args.samples or (4 if q else 100)
     repeats = args.repeats or (3 if q else 5)
-    chunk = args.chunk or max(1, min(n_seq, 500 // samples))
+    chunk = args.chunk or n_seq
 
     helpers = import_authors(args.ref)
     from vpcli.engine.run import resolve_config
@@ -540,7 +563,7 @@ def main(argv=None) -> int:
         *((("train_step", lambda: bench_train(helpers, cfg, batch, repeats, args.seed, cap.startswith("AVX512"))),)
           if not args.sampling_only else ()),
         *((("sampling", lambda: bench_sample(helpers, cfg, n_seq, samples, args.horizon, repeats, chunk, args.seed,
-                                             cap.startswith("AVX512"))),) if not args.train_only else ()),
+                                             cap.startswith("AVX512"), args.parity_samples)),) if not args.train_only else ()),
     ), None, res)
     res["headroom"] = headroom(res)
     print("headroom", json.dumps(res["headroom"]))

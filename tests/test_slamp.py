@@ -334,6 +334,11 @@ def test_context_is_encoded_once_whatever_the_sample_count():
         assert calls["motion_encoder"].count(b) == t0 + (horizon - 1 if samples == 1 else 0)  # zero motion + pairs
         if samples > 1:
             assert calls["pixel_encoder"].count(b * samples) == horizon - 1
+    m.rows_per_pass = 4                   # two blocks of 2 samples: the context is still encoded once
+    for v in calls.values():
+        v.clear()
+    list(m.predict({"rgb": clip(b, t0)}, horizon, samples=4))
+    assert calls["pixel_encoder"].count(b) == t0 and calls["pixel_encoder"].count(4) == 2 * (horizon - 1)
 
 
 def test_samples_differ_and_a_seed_repeats_them():
@@ -346,6 +351,48 @@ def test_samples_differ_and_a_seed_repeats_them():
     assert torch.equal(a, b)
     assert (a - c).abs().max() > 1e-3                       # another seed, other samples
     assert (a[-1, 0, 0] - a[-1, 0, 1]).abs().max() > 1e-3   # two samples of one clip differ
+
+
+@pytest.mark.parametrize("make,batchnorm", [(tiny_slamp, "eval"), (tiny_slamp, "batch-per-sample"),
+                                            (tiny_baseline, "eval")])
+def test_sample_blocks_give_the_frames_and_draws_of_one_batch(make, batchnorm):
+    """predict runs many samples as blocks of at most rows_per_pass rows, in lockstep: the same
+    generator draws (every sample's, in one order) and the same frames as one batch of B*S. In
+    float64: in float32 batch statistics over 2 clips amplify the rounding of other batch sizes."""
+    m = lively(make(batchnorm=batchnorm)).eval().double()
+    ctx = {"rgb": clip(2, 3).double()}
+
+    def run(rows, **kw):
+        m.rows_per_pass = rows
+        recs = list(m.predict(ctx, 4, samples=5, want_extras=True, **kw))
+        return torch.stack(frames_of(recs)), recs
+    one, one_recs = run(1000, generator=torch.Generator().manual_seed(3))
+    for rows in (2, 4, 7):            # 1, 2 and 3 samples a block (2 clips): 5, 3 and 2 blocks
+        blocks, recs = run(rows, generator=torch.Generator().manual_seed(3))
+        assert blocks.shape == one.shape == (4, 2, 5, 1, 64, 64)
+        assert (blocks - one).abs().max() < 1e-12
+        for a, b in zip(recs, one_recs):
+            assert a.extras.keys() == b.extras.keys()
+            for k in a.extras:
+                assert (a.extras[k] - b.extras[k]).abs().max() < 1e-12
+    assert (one[-1, 0, 0] - one[-1, 0, 4]).abs().max() > 1e-3   # the samples are not all alike
+    keyed = run(3, noise=keyed_noise64)[0]
+    assert (keyed - run(1000, noise=keyed_noise64)[0]).abs().max() < 1e-12
+
+
+def test_sample_blocks_split_samples_evenly_within_the_row_budget():
+    m = tiny_slamp()
+    m.rows_per_pass = 32
+    assert m.sample_blocks(8, 100, (64, 64)) == [(i, i + 4) for i in range(0, 100, 4)]
+    assert m.sample_blocks(20, 100, (64, 64)) == [(i, i + 1) for i in range(100)]   # never splits clips
+    assert m.sample_blocks(2, 5, (64, 64)) == [(0, 5)]
+    m.config.batchnorm = "batch-per-sample"             # 8+ clips: one sample a block (native BatchNorm)
+    assert m.sample_blocks(8, 3, (64, 64)) == [(0, 1), (1, 2), (2, 3)]
+    assert m.sample_blocks(2, 5, (64, 64)) == [(0, 5)]
+    m.config.batchnorm = "eval"
+    m.rows_per_pass = None                              # ROW_PIXELS // (H * W) rows: 32 at 64x64
+    assert m.sample_blocks(1, 100, (64, 64)) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert m.sample_blocks(1, 4, (480, 640)) == [(0, 1), (1, 2), (2, 3), (3, 4)]
 
 
 def _tensor_bytes(obj, seen=None) -> int:

@@ -377,6 +377,9 @@ def test_batch_per_sample_is_train_mode_batchnorm_of_one_sample_batch():
         model._groups.n = 2
         out = bn(pair).view(5, 2, *x.shape[1:])
         assert (out[:, 0] - want).abs().max() < 1e-5 and (out[:, 1] - want).abs().max() < 1e-4
+        cl = bn(pair.contiguous(memory_format=torch.channels_last))   # predict's memory format on the CPU
+        assert cl.is_contiguous(memory_format=torch.channels_last)
+        assert (cl.view(5, 2, *x.shape[1:]) - out).abs().max() < 1e-6
         model._groups.n = 1
     bn.train()
     assert torch.equal(bn(x), F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
             argv, wanted, shards = threads.from_argv(argv)
             n, source = threads.choose(wanted, shards)
             threads.configure(n, explicit=not source.startswith("default"))
+            from vpcli import allocator  # large tensors reuse heap memory, no page faults per tensor
+            allocator.configure()
             code = app(args=argv, prog_name="vpcli", standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("aborted\n")

@@ -224,9 +224,14 @@ def load_predictor(method: str | None, weights: str | os.PathLike | None, *, dev
 
 def for_inference(model, device: str = "cpu"):
     """``model`` on ``device`` in eval mode, in the memory format its inference is fastest in there
-    (channels-last on the CPU where the predictor sets ``inference_channels_last``): what predict
-    and eval run; benchmarks that time inference use it too."""
+    (channels-last on the CPU where the predictor sets ``inference_channels_last``), its eval-mode
+    BatchNorms folded into their convolutions where it sets ``inference_fold_batchnorm`` (the
+    model is then for inference only): what predict and eval run; benchmarks that time inference
+    use it too."""
     model = model.to(device).eval()
+    if getattr(model, "inference_fold_batchnorm", False):
+        from vpcli.nn.fold import fold_batchnorm
+        fold_batchnorm(model)  # eval-mode BatchNorm into the conv before it (vpcli.nn.fold)
     if device == "cpu" and getattr(model, "inference_channels_last", False):
         model = model.to(memory_format=torch.channels_last)  # see the predictor's inference_channels_last
     return model

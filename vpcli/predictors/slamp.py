@@ -234,12 +234,19 @@ class _GroupBatchNorm2d(nn.BatchNorm2d):
                               f"BatchNorm raises; it uses its running statistics (batch several clips, as their "
                               f"evaluate.py does with 20, for their protocol)", BatchNormWarning, stacklevel=2)
             return super().forward(x)
-        xv = x.float().reshape(b, g, *x.shape[1:])           # (B, S, C, H, W)
-        var, mean = torch.var_mean(xv, dim=(0, 3, 4), correction=0, keepdim=True)  # (1, S, C, 1, 1)
-        y = (xv - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            y = y * self.weight.view(1, 1, -1, 1, 1) + self.bias.view(1, 1, -1, 1, 1)
-        return y.reshape(x.shape).to(x.dtype)
+        # Rows are sample-minor (b * S + s), so (B*S, C, H, W) viewed as (B, S*C, H, W) makes each
+        # (sample, channel) pair one channel: one train-mode batch_norm without running statistics
+        # gives every group its own statistics. Its kernel is 4x (fp32) to 20x (bf16) faster than
+        # the var_mean over a 5-D view this replaced (32 rows of 64x64x64, one thread, AVX512);
+        # channels-last input is copied to contiguous and back (still 2x faster than var_mean).
+        if g == 1:  # one group: PyTorch's own train-mode kernel, in any memory format, without copies
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        xv = x.contiguous().view(b, g * x.shape[1], *x.shape[2:])
+        w = None if self.weight is None else self.weight.repeat(g)
+        bias = None if self.bias is None else self.bias.repeat(g)
+        y = F.batch_norm(xv, None, None, w, bias, True, 0.0, self.eps).view(x.shape)
+        return y.contiguous(memory_format=torch.channels_last) if cl else y
 
 
 class Frame(NamedTuple):
@@ -292,6 +299,9 @@ class _SLAMPFamily(Predictor):
     # (`python benchmarks/bench_slamp_levers.py --batch 8 --reps 3`). Training stays contiguous:
     # there it was 1.08x slower (1.17x in a second run).
     inference_channels_last = True
+    # ... and fold each eval-mode BatchNorm into the convolution before it (vpcli.nn.fold; the
+    # batch-per-sample BatchNorms, which use batch statistics, stay): see CHANGELOG for the figures.
+    inference_fold_batchnorm = True
     # Training under bf16 autocast on the CPU (train.amp=bf16, or auto where bf16 is native) holds
     # the weights in channels-last too (vpcli.engine.trainer): oneDNN's AMX convolutions then skip
     # their reorders. Paper config, batch 32, AVX512 + AMX, one thread, against the authors' fp32
@@ -478,6 +488,30 @@ class _SLAMPFamily(Predictor):
         return floored.sum() + (to_prior - to_prior.detach())        # value: the floored KL
 
     # --- inference ---------------------------------------------------------------------------
+    # Rows (clips x samples) one forward pass of predict holds at most, as frame pixels: None picks
+    # ROW_PIXELS // (H * W). More samples run as several sample blocks in lockstep, each step in
+    # turn, with the same draws and frames (to float rounding) as one batch of B*S. At 64x64,
+    # 8 / 16 / 32 / 64 / 200 rows took 24.0 / 22.0 / 21.1 / 20.7 / 22.3 s (paper model, 4 clips x 50
+    # samples, heap malloc; `python benchmarks/bench_slamp_predict.py`, "blocks"), and under glibc's
+    # malloc 200 rows 1.3x the time of 16 (each 64-channel map is 210 MB, mapped afresh); at
+    # 480x640 one row per pass takes 0.93x the time of four (0.81x under glibc's malloc). Blocks split samples,
+    # never clips, so `batchnorm: batch-per-sample` still sees each sample's B clips together; with
+    # 8 or more clips it runs one sample per block, where its BatchNorm is PyTorch's own kernel.
+    ROW_PIXELS = 32 * 64 * 64
+    BPS_ONE_SAMPLE_ROWS = 8
+    rows_per_pass: int | None = None
+
+    def sample_blocks(self, b: int, s: int, size: tuple[int, int]) -> list[tuple[int, int]]:
+        """Split ``s`` samples of ``b`` clips into ``[lo, hi)`` ranges of about equal size whose
+        ``b * (hi - lo)`` rows stay within :attr:`rows_per_pass` (at least one sample per block)."""
+        cap = self.rows_per_pass or max(1, self.ROW_PIXELS // (size[0] * size[1]))
+        per = max(1, cap // max(b, 1))
+        if self.config.batchnorm == "batch-per-sample" and b >= self.BPS_ONE_SAMPLE_ROWS:
+            per = 1   # one sample group per block: BatchNorm runs as one native kernel, no layout copies
+        n = -(-s // per)
+        bounds = [round(i * s / n) for i in range(n + 1)]
+        return list(zip(bounds[:-1], bounds[1:]))
+
     @torch.no_grad()
     def predict(self, context: Batch, horizon: int, samples: int = 1, generator: torch.Generator | None = None,
                 *, want_extras: bool = False, noise: NoiseFn | None = None) -> Iterator[StepRecord]:
@@ -486,8 +520,10 @@ class _SLAMPFamily(Predictor):
         Context steps draw latents from the posteriors, later steps from the learned priors
         (Sec. 3.4, Fig. 10), so each sample reads its context through its own posterior draws as
         in ``eval_step``. The encoders see each context frame once, at batch ``B``; only the cheap
-        recurrent part and the generated frames run at ``B * S``. ``noise`` replaces the Gaussian
-        draws (see :data:`NoiseFn`); otherwise they come from ``generator``.
+        recurrent part and the generated frames run at ``B * S``, in sample blocks of at most
+        :attr:`rows_per_pass` rows (:meth:`sample_blocks`). ``noise`` replaces the Gaussian draws
+        (see :data:`NoiseFn`); otherwise they come from ``generator``, drawn for all ``S`` samples
+        at once in the same order whatever the blocks.
 
         With ``want_extras`` each record also holds the step's parts (``extras`` above), each
         ``(B, S, c, H, W)``; asking for them changes nothing else (same frames, same draws).
@@ -498,30 +534,70 @@ class _SLAMPFamily(Predictor):
         s = samples
         if horizon < 0 or s < 1:
             raise ValueError(f"horizon must be >= 0 and samples >= 1, got {horizon} and {samples}")
-        eps = self._noise(noise, (b, s), generator)
+        blocks = self.sample_blocks(b, s, tuple(rgb.shape[-2:]))
+        draw = self._noise(noise, (b, s), generator)
+        ctx = self._encode_context(rgb)
+        if len(blocks) == 1:
+            yield from self._rollout(ctx, rgb, horizon, s, draw, want_extras)
+            return
+        cache: dict = {}
+
+        def block_noise(lo: int, hi: int):
+            def eps(kind: str, t: int, like: torch.Tensor) -> torch.Tensor:
+                key = (kind, t)
+                if key not in cache:          # the first block to reach (kind, t) draws every sample's
+                    full = draw(kind, t, like.new_empty((b * s, *like.shape[1:])))
+                    cache[key] = [full.view(b, s, *like.shape[1:]), 0]
+                entry = cache[key]
+                entry[1] += 1
+                if entry[1] == len(blocks):   # every block has read it
+                    del cache[key]
+                return entry[0][:, lo:hi].reshape(like.shape)
+            return eps
+
+        runs = [self._rollout(ctx, rgb, horizon, hi - lo, block_noise(lo, hi), want_extras) for lo, hi in blocks]
+        for _ in range(horizon):
+            recs = [next(r) for r in runs]
+            yield StepRecord(frames=torch.cat([r.frames for r in recs], 1),
+                             extras={k: torch.cat([r.extras[k] for r in recs], 1) for k in recs[0].extras})
+
+    def _encode_context(self, rgb: torch.Tensor) -> dict:
+        """What every sample shares, at batch B: each context frame encoded once, the motion
+        between consecutive frames, and the decoders' skips after the context."""
+        self._groups.n = 1                                   # the context runs at batch B: one group
+        t0 = rgb.shape[1]
+        skips = None
+        cur = self.encode(rgb[:, 0])
+        last_motion, last_mskip = self.motion(cur.m, cur.m)  # zero motion (Sec. 3.4)
+        steps = []                                           # (cur.h, last motion, target h, motion in)
+        for t in range(1, t0):                               # context: posterior latents
+            skips = self._update_skips(skips, cur.skips, t, t0)
+            tgt = self.encode(rgb[:, t])
+            h_motion, mskip = self.motion(cur.m, tgt.m)
+            steps.append((cur.h, last_motion, tgt.h, h_motion))
+            cur, last_motion, last_mskip = tgt, h_motion, mskip
+        return {"steps": steps, "last": (cur, skips, last_motion, last_mskip)}
+
+    def _rollout(self, ctx: dict, rgb: torch.Tensor, horizon: int, s: int, eps: Callable,
+                 want_extras: bool) -> Iterator[StepRecord]:
+        """One sample block: ``s`` samples of the B clips, rows sample-minor (``b * s + j``)."""
+        b, t0 = rgb.shape[:2]
 
         def rep(v):  # (B, ...) -> (B*S, ...): each clip repeated S times in a row (sample-minor)
             return None if v is None else (v.repeat_interleave(s, 0) if torch.is_tensor(v) else [rep(u) for u in v])
 
         st: dict = {}
-        skips = None
         groups = self._groups
-        groups.n = 1                                         # the context runs at batch B: one group
-        cur = self.encode(rgb[:, 0])
-        last_motion, last_mskip = self.motion(cur.m, cur.m)  # zero motion (Sec. 3.4)
-        for t in range(1, t0):                               # context: posterior latents
-            skips = self._update_skips(skips, cur.skips, t, t0)
-            tgt = self.encode(rgb[:, t])
-            h_motion, mskip = self.motion(cur.m, tgt.m)
-            self._latent_step(st, rep(cur.h), rep(last_motion), (rep(tgt.h), rep(h_motion)), t, eps)
-            cur, last_motion, last_mskip = tgt, h_motion, mskip
+        for t, (cur_h, last_motion, tgt_h, h_motion) in enumerate(ctx["steps"], 1):
+            self._latent_step(st, rep(cur_h), rep(last_motion), (rep(tgt_h), rep(h_motion)), t, eps)
         # Hand over from B to B*S: from here on every sample has its own frames.
+        cur, skips, last_motion, last_mskip = ctx["last"]
         cur, skips, last_motion, last_mskip = Frame(*rep(list(cur))), rep(skips), rep(last_motion), rep(last_mskip)
         x_in = rep(rgb[:, -1])
         for k in range(horizon):                             # future: prior latents
             t = t0 + k
-            groups.n = s                                     # B*S rows: S sample groups (batch-per-sample)
-            skips = self._update_skips(skips, cur.skips, t, t0)
+            groups.n = s                                     # B*S rows: S sample groups (batch-per-sample);
+            skips = self._update_skips(skips, cur.skips, t, t0)  # set each step: other blocks run between
             g_app, g_flow, _ = self._latent_step(st, cur.h, last_motion, None, t, eps)
             out = self._decode(g_app, g_flow, skips, self._flow_skips(skips, last_mskip), x_in)
             x_hat = out.x
@@ -533,7 +609,7 @@ class _SLAMPFamily(Predictor):
                           "warped": bs(out.motion), "average": bs((out.app + out.motion) / 2)}
             yield StepRecord(frames=x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:]), extras=extras)
             if k + 1 < horizon:                              # the prediction is the next input
-                groups.n = s                                 # (another generator may have run meanwhile)
+                groups.n = s
                 nxt = self.encode(x_hat)
                 last_motion, last_mskip = self.motion(cur.m, nxt.m)
                 cur, x_in = nxt, x_hat
