@@ -334,10 +334,17 @@ def bench_train(helpers, cfg, batch, repeats, seed, bf16_ok=False):
         their_train_step(helpers, x_tb, theirs, their_opts, opt)
     fo, wo = flops_of(a)
     ft, wt = flops_of(b)
-    times = interleave({"ours": a, "theirs": b}, repeats)
+    def a_cl():  # fp32 in channels-last, as the Trainer runs it on AVX-512 (train_channels_last_fp32_avx512)
+        ours.to(memory_format=torch.channels_last)
+        a()
+        ours.to(memory_format=torch.contiguous_format)
+    times = interleave({"ours": a, "ours_channels_last": a_cl, "theirs": b}, repeats)
     ta, tb = times["ours"], times["theirs"]
     res = {"batch": batch, "frames": n, "dtype": "float32", "repeats": repeats, "parity": parity,
-           "malloc": MALLOC_MODE[0], "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft)}
+           "malloc": MALLOC_MODE[0], "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft),
+           "ours_channels_last_s": statistics.median(times["ours_channels_last"]),
+           "ours_channels_last_s_all": times["ours_channels_last"],
+           "ratio_ours_channels_last_over_theirs": statistics.median(times["ours_channels_last"]) / statistics.median(tb)}
     if bf16_ok:
         res["bf16_autocast_ours"] = bench_train_bf16(ours, ours_opt, x, b, repeats, table)
     else:
@@ -574,7 +581,8 @@ def main(argv=None) -> int:
               f"{t['parity']['loss_abs_diff']:.2e}, grads {t['parity']['grads_max_abs_diff']:.2e} (max |grad| "
               f"{t['parity']['grads_max_abs']:.2e}), params after Adam step {t['parity']['params_after_step_max_abs_diff']:.2e}; "
               f"{t['ours_gflop']:.1f} / {t['theirs_gflop']:.1f} GFLOP, {t['ours_gflop_s']:.1f} / "
-              f"{t['theirs_gflop_s']:.1f} GFLOP/s")
+              f"{t['theirs_gflop_s']:.1f} GFLOP/s; ours channels-last {t['ours_channels_last_s']:.3f} s (ratio "
+              f"{t['ratio_ours_channels_last_over_theirs']:.3f})")
     if t is not None and isinstance(t["bf16_autocast_ours"], dict):
         b = t["bf16_autocast_ours"]
         print(f"train step  bf16 autocast: ours {b['ours_s']:.3f} s (ratio vs theirs fp32 "

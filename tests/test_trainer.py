@@ -99,6 +99,30 @@ def test_bf16_training_in_channels_last_saves_contiguous_and_resumes_exactly(tmp
                if isinstance(m, torch.nn.Conv2d))
 
 
+def test_fp32_training_in_channels_last_only_on_avx512_and_resumes_exactly(tmp_path, monkeypatch):
+    from vpcli.predictors.slamp import SLAMP
+    assert SLAMP.train_channels_last_fp32_avx512
+    monkeypatch.setattr(ConvLSTMPredictor, "train_channels_last_fp32_avx512", True, raising=False)
+
+    def convs(tr):
+        return [m.weight for m in tr.model.modules() if isinstance(m, torch.nn.Conv2d)
+                if m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert all(w.is_contiguous() for w in convs(make_trainer(tmp_path / "c", 1)))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    a, b = tmp_path / "a", tmp_path / "b"
+    tr = make_trainer(a, 6)
+    assert convs(tr) and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                             for w in convs(tr))
+    tr.fit()
+    make_trainer(b, 3).fit()
+    make_trainer(b, 6).fit(resume=True)
+    wa, wb = load_file(a / "checkpoints/last.safetensors"), load_file(b / "checkpoints/last.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert all(v.is_contiguous() for v in wa.values())
+    assert losses(a)[3:] == losses(b)[3:]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_and_resumes_exactly(tmp_path, sig):
     a, b = tmp_path / "a", tmp_path / "b"

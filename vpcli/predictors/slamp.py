@@ -306,9 +306,13 @@ class _SLAMPFamily(Predictor):
     # the weights in channels-last too (vpcli.engine.trainer): oneDNN's AMX convolutions then skip
     # their reorders. Paper config, batch 32, AVX512 + AMX, one thread, against the authors' fp32
     # step: 0.397x channels-last vs 0.467x contiguous (`python benchmarks/bench_slamp_official.py
-    # --ref REF --train-only --repeats 3`); in fp32 channels-last stays off (1.035x on AVX512,
-    # 1.08-1.17x on AVX2: bench_slamp_levers).
+    # --ref REF --train-only --repeats 3`).
     train_channels_last_bf16 = True
+    # fp32 training in channels-last too, on AVX-512 CPUs only: 0.836x the authors' step against
+    # 0.924x contiguous (paper config, batch 32, one thread, heap malloc; `python
+    # benchmarks/bench_slamp_official.py --ref REF --train-only --malloc heap`); on AVX2 it was
+    # 1.08-1.17x slower (glibc malloc, bench_slamp_levers).
+    train_channels_last_fp32_avx512 = True
     # Best checkpoint by the validation ELBO of Eq. 3 (L2 terms + beta KL), the objective itself: the
     # authors keep their last checkpoint and select none, so there is no published criterion.
     validation_metric = ("loss", "min")
