@@ -26,8 +26,8 @@ nf 64 and mask_channels 64 fit):
    for vpcli, all three interleaved in each round. Sampling parity and FLOPs use the first
    ``--parity-samples`` (10) samples: both loops are linear in samples.
 4. FLOPs of each step (``torch.utils.flop_counter.FlopCounterMode``, counted on the warm-up
-   call; sampling's scaled from the parity samples), achieved GFLOP/s, against this CPU's measured fp32 / bf16 peak (a large matmul and a
-   3x3 conv timed here).
+   call; sampling's scaled from the parity samples), achieved GFLOP/s, against this CPU's
+   measured fp32 / bf16 peak (a large matmul and a 3x3 conv timed here).
 
 Run:  python benchmarks/bench_slamp_official.py --ref /path/to/kaanakan-slamp [--quick] [--threads 1]
           [--json out.json]
@@ -250,14 +250,6 @@ def now() -> float:
     return time.perf_counter()
 
 
-# The glibc malloc mode (vpcli.allocator) of this process, for both sides (--malloc). Switching
-# modes between the two codes in one process does not separate them: once the heap holds freed
-# large blocks, glibc reuses them whatever its mmap setting (an in-process switch measured
-# 0.99-1.00x where separate processes measure 0.68x; benchmarks/bench_slamp_predict.py runs one
-# process per mode).
-MALLOC_MODE: list = [None]
-
-
 def flops_of(fn) -> tuple[float, float]:
     """(FLOPs, seconds) of one call of ``fn`` under FlopCounterMode (the call doubles as warm-up)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -269,9 +261,13 @@ def flops_of(fn) -> tuple[float, float]:
     return float(counter.get_total_flops()), now() - t
 
 
-def interleaved(a, b, repeats: int) -> tuple[list[float], list[float]]:
-    t = interleave({"a": a, "b": b}, repeats)
-    return t["a"], t["b"]
+def in_channels_last(model, fn):
+    """``fn`` run with ``model`` converted to channels-last inside the call, and back after it."""
+    def call():
+        model.to(memory_format=torch.channels_last)
+        fn()
+        model.to(memory_format=torch.contiguous_format)
+    return call
 
 
 def summary(ours_t, theirs_t, ours_flops, theirs_flops):
@@ -334,14 +330,11 @@ def bench_train(helpers, cfg, batch, repeats, seed, bf16_ok=False):
         their_train_step(helpers, x_tb, theirs, their_opts, opt)
     fo, wo = flops_of(a)
     ft, wt = flops_of(b)
-    def a_cl():  # fp32 in channels-last, as the Trainer runs it on AVX-512 (train_channels_last_fp32_avx512)
-        ours.to(memory_format=torch.channels_last)
-        a()
-        ours.to(memory_format=torch.contiguous_format)
-    times = interleave({"ours": a, "ours_channels_last": a_cl, "theirs": b}, repeats)
+    # fp32 in channels-last too, as the Trainer runs it on AVX-512 (train_channels_last_fp32_avx512)
+    times = interleave({"ours": a, "ours_channels_last": in_channels_last(ours, a), "theirs": b}, repeats)
     ta, tb = times["ours"], times["theirs"]
     res = {"batch": batch, "frames": n, "dtype": "float32", "repeats": repeats, "parity": parity,
-           "malloc": MALLOC_MODE[0], "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft),
+           "warmup_s": {"ours": wo, "theirs": wt}, **summary(ta, tb, fo, ft),
            "ours_channels_last_s": statistics.median(times["ours_channels_last"]),
            "ours_channels_last_s_all": times["ours_channels_last"],
            "ratio_ours_channels_last_over_theirs": statistics.median(times["ours_channels_last"]) / statistics.median(tb)}
@@ -368,11 +361,8 @@ def bench_train_bf16(ours, opt, x, theirs_step, repeats, table) -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             our_train_step(ours, opt, x)
 
-    def a16_cl():
-        ours.to(memory_format=torch.channels_last)
-        a16()
-        ours.to(memory_format=torch.contiguous_format)
-    t = interleave({"bf16": a16, "bf16_channels_last": a16_cl, "theirs_fp32": theirs_step}, repeats, warmup=True)
+    t = interleave({"bf16": a16, "bf16_channels_last": in_channels_last(ours, a16), "theirs_fp32": theirs_step},
+                   repeats, warmup=True)
     m = medians(t)
     return {"ours_s": m["bf16"], "ours_channels_last_s": m["bf16_channels_last"], "theirs_fp32_s": m["theirs_fp32"],
             "ratio_ours_bf16_over_theirs_fp32": m["bf16"] / m["theirs_fp32"],
@@ -444,8 +434,7 @@ def bench_sample(helpers, cfg, n_seq, samples, horizon, repeats, chunk, seed, bf
     res = {"sequences": n_seq, "samples": samples, "context": t0, "horizon": horizon, "repeats": repeats,
            "ours_sequences_per_call": chunk, "ours_sample_blocks_per_call": len(blocks),
            "ours_rows_per_pass": min(chunk, n_seq) * (blocks[0][1] - blocks[0][0]),
-           "parity": parity, "malloc": MALLOC_MODE[0],
-           "warmup_s": {"ours": wo, "theirs": wt}, "flops_counted_at_samples": ps, **summary(ta, tb, fo, ft)}
+           "parity": parity, "warmup_s": {"ours": wo, "theirs": wt}, "flops_counted_at_samples": ps, **summary(ta, tb, fo, ft)}
     if bf16_ok:
         t16 = times["ours_bf16"]
         res["bf16_autocast_ours"] = {"ours_s": statistics.median(t16), "ours_s_all": t16,
@@ -543,8 +532,11 @@ def main(argv=None) -> int:
         print(f"bench_slamp_official: skipped (--ref {args.ref} does not exist)")
         return 0
     torch.set_num_threads(args.threads)
+    # One malloc mode for the whole process, both sides: switching modes between the two codes in
+    # one process does not separate them (once the heap holds freed large blocks, glibc reuses them
+    # whatever its mmap setting); benchmarks/bench_slamp_predict.py runs one process per mode.
     from vpcli import allocator
-    MALLOC_MODE[0] = allocator.configure(args.malloc)
+    malloc = allocator.configure(args.malloc)
     q = args.quick
     batch = args.batch or (4 if q else 32)
     n_seq = args.sequences or (2 if q else 20)
@@ -559,7 +551,8 @@ def main(argv=None) -> int:
     cap = torch.backends.cpu.get_cpu_capability()
     res = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                        "threads": torch.get_num_threads(), "cpu_capability": cap,
-                       "cpu": platform.processor() or platform.machine(), "load_avg": list(os.getloadavg())},
+                       "cpu": platform.processor() or platform.machine(), "load_avg": list(os.getloadavg()),
+                       "malloc": malloc},
            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
            "ref": {"path": os.path.abspath(args.ref), "commit": args.ref_commit or ref_commit(args.ref),
                    "patches": PATCHES},

@@ -59,9 +59,8 @@ def bench_blocks(reps: int, quick: bool) -> dict:
     b, s, horizon = (4, 8, 3) if quick else (4, 50, 6)
     ctx = {"rgb": torch.rand(b, 5, 1, 64, 64, generator=torch.Generator().manual_seed(1))}
     rows = [8, 16, 32] if quick else [8, 16, 32, 64, 200]
-    with allocator.using("heap"):
-        t = medians(interleaved({f"rows_{r}": _predict(model, ctx, horizon, s, rows=r) for r in rows}, reps,
-                                warmup=True))
+    t = medians(interleaved({f"rows_{r}": _predict(model, ctx, horizon, s, rows=r) for r in rows}, reps,
+                            warmup=True))
     frames = b * s * horizon
     return {"clips": b, "samples": s, "horizon": horizon, "seconds": t,
             "frames_per_s": {k: frames / v for k, v in t.items()}}
@@ -76,8 +75,7 @@ def bench_fold(reps: int, quick: bool, bf16: bool) -> dict:
         for prec in (["fp32", "bf16"] if bf16 else ["fp32"]):
             runs = {f"folded_{f}": _predict(models[f], ctx, 4, 4, bf16=prec == "bf16") for f in (False, True)}
             diff = float((runs["folded_True"]() - runs["folded_False"]()).abs().max())
-            with allocator.using("heap"):
-                t = medians(interleaved(runs, reps, warmup=True))
+            t = medians(interleaved(runs, reps, warmup=True))
             out[f"{name} {size[0]}x{size[1]} {prec}"] = {
                 "unfolded_s": t["folded_False"], "folded_s": t["folded_True"],
                 "ratio_folded_over_unfolded": t["folded_True"] / t["folded_False"], "frames_max_abs_diff": diff}
@@ -130,9 +128,9 @@ def main(argv=None) -> int:
     ap.add_argument("--child-malloc", choices=allocator.MODES, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    allocator.configure(args.child_malloc or "heap")   # "blocks" and "fold" run as vpcli's CLI does
     if args.child_malloc:
         import json
-        allocator.configure(args.child_malloc)
         print(json.dumps(_allocator_child(args.child_malloc, args.quick, 2)))
         return 0
     cap = torch.backends.cpu.get_cpu_capability()

@@ -1,6 +1,8 @@
 """vpcli.allocator: glibc malloc modes for large tensors."""
+import subprocess
+import sys
+
 import pytest
-import torch
 
 from vpcli import allocator
 from vpcli.errors import UsageError
@@ -8,22 +10,23 @@ from vpcli.errors import UsageError
 pytestmark = pytest.mark.skipif(allocator.mmapped_bytes() is None, reason="needs glibc >= 2.33 (mallinfo2)")
 
 
-def _mmapped_by_a_64mb_tensor() -> int:
-    before = allocator.mmapped_bytes()
-    x = torch.empty(64 << 20, dtype=torch.uint8)
-    grew = allocator.mmapped_bytes() - before
-    del x
-    return grew
+def _mmapped_by_a_64mb_tensor(mode: str) -> int:
+    """In a fresh process under ``mode`` from its start: a mode holds for a whole process (blocks
+    a heap-mode phase freed stay in the heap and glibc reuses them), and other tests here run the
+    CLI, which sets heap mode."""
+    code = ("import torch; from vpcli import allocator; allocator.configure(%r); "
+            "before = allocator.mmapped_bytes(); x = torch.empty(64 << 20, dtype=torch.uint8); "
+            "print(allocator.mmapped_bytes() - before)" % mode)
+    return int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
 
 
 def test_heap_mode_serves_large_tensors_from_the_heap_and_glibc_mode_maps_them():
+    assert _mmapped_by_a_64mb_tensor("glibc") >= 64 << 20      # a fresh mmap (and page faults) per tensor
+    assert _mmapped_by_a_64mb_tensor("heap") == 0
     with allocator.using("glibc"):
-        assert _mmapped_by_a_64mb_tensor() >= 64 << 20      # a fresh mmap (and page faults) per tensor
         with allocator.using("heap"):
             assert allocator.current() == "heap"
-            assert _mmapped_by_a_64mb_tensor() == 0
-        assert allocator.current() == "glibc"               # restored
-        assert _mmapped_by_a_64mb_tensor() >= 64 << 20
+        assert allocator.current() == "glibc"                  # restored
 
 
 def test_configure_reads_the_environment_and_rejects_typos(monkeypatch):

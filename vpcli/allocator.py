@@ -13,15 +13,19 @@ freed memory in the process (``M_TRIM_THRESHOLD`` 1 GiB), so large blocks are re
 like small ones. The cost: the process keeps its peak memory until it exits, which suits a
 command-line run; library users opt in by calling :func:`configure`. ``glibc`` is glibc's own
 behaviour once its dynamic threshold has converged (mmap above 32 MB, trim above 64 MB), what a
-long-running process gets by default; benchmarks use it to time other code as it ships.
+long-running process gets by default.
 
-Outside glibc (macOS, musl) both modes do nothing. What each mode gains is measured by
-``benchmarks/bench_slamp_official.py`` (its ``allocator`` rows).
+A mode holds for the whole process: switching back to ``glibc`` after ``heap`` does not take the
+heap's freed blocks away, and glibc keeps reusing them, so two codes timed in one process under
+two modes run under about the same allocator. Outside glibc (macOS, musl) both modes do nothing.
+What each mode gains is measured one process per mode by ``benchmarks/bench_slamp_predict.py
+--only allocator``.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ctypes.util
 import os
 from collections.abc import Iterator
@@ -37,6 +41,7 @@ _SETTINGS = {"heap": ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30)),
 _current: str | None = None
 
 
+@functools.cache
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -89,7 +94,7 @@ def configure(mode: str | None = None) -> str | None:
 @contextlib.contextmanager
 def using(mode: str) -> Iterator[None]:
     """Run a block under ``mode``, then restore the previous one (never set: ``glibc``, the
-    converged default). Benchmarks time two codes, each as it runs, in one process."""
+    converged default). Blocks freed meanwhile stay in the heap (module docstring)."""
     before = _current or "glibc"
     set_mode(mode)
     try:

@@ -613,7 +613,7 @@ class _SLAMPFamily(Predictor):
                           "warped": bs(out.motion), "average": bs((out.app + out.motion) / 2)}
             yield StepRecord(frames=x_hat.clamp(0, 1).view(b, s, *x_hat.shape[1:]), extras=extras)
             if k + 1 < horizon:                              # the prediction is the next input
-                groups.n = s
+                groups.n = s                                 # (other blocks ran while this one yielded)
                 nxt = self.encode(x_hat)
                 last_motion, last_mskip = self.motion(cur.m, nxt.m)
                 cur, x_in = nxt, x_hat
